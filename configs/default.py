@@ -1,0 +1,80 @@
+"""Default hyper-parameters: the paper's 3D-R2N2 training setup on the embedded procedural data.
+
+Variants import this and override a few fields. `get_config("tiny")` shrinks data, batch and steps
+(never the architecture) so a run finishes in a couple of minutes on 2 CPU cores.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  """Returns the default config; `arg` is a comma-separated list of variants (e.g. "tiny")."""
+  config = ml_collections.ConfigDict()
+
+  # --- Model (DESIGN.md section 2) ---
+  config.model = ml_collections.ConfigDict()
+  config.model.encoder = "simple"  # 2D view encoder: "simple" or "residual".
+  config.model.decoder = "simple"  # 3D decoder: "simple" or "residual".
+  config.model.cell = "gru"  # 3D recurrent cell: "gru" or "lstm" (the paper's, no output gate).
+  config.model.kernel_size = 3  # Recurrent Conv3D kernel on the 4^3 hidden grid: 1 or 3.
+
+  # --- Data ---
+  config.dataset = "procedural"  # "procedural" (built on first use) or a TFDS dataset directory.
+  config.data_dir = "~/.cache/r2n2_jax/data"  # Where datasets live; procedural data is built here.
+  config.procedural = ml_collections.ConfigDict()
+  config.procedural.num_objects = 2000  # Objects in the procedural dataset (all splits).
+  config.procedural.views = 24  # Rendered views per object.
+  config.procedural.seed = 0  # Seed of the procedural shapes, colours and cameras.
+  config.train_split = "train"  # Split to train on.
+  config.eval_split = "validation"  # Split for periodic validation.
+  config.max_views = 5  # Views per example are drawn from [1, max_views] and padded to it.
+  config.per_example_views = False  # True: each example draws its own n; False: one n per batch.
+  config.eval_views = 5  # Views per validation example (first-n of a fixed seeded draw).
+  config.random_flip = False  # Flip training images left-right (the original did, voxels not).
+  config.data_workers = 0  # grain worker processes for decoding/augmenting (0: in-process threads).
+  config.prefetch_batches = 2  # Batches prepared ahead of the training step.
+
+  # --- Optimisation (DESIGN.md section 3) ---
+  config.batch_size = 36  # Global batch, split over all devices of all hosts.
+  config.num_train_steps = 60_000  # Total training iterations.
+  config.learning_rate = 1e-4  # Adam learning rate.
+  config.lr_decay_steps = (20_000,)  # Steps at which the learning rate is multiplied by lr_decay.
+  config.lr_decay = 0.1  # Learning-rate factor at each of lr_decay_steps.
+  config.adam_b1 = 0.9  # Adam beta1.
+  config.adam_b2 = 0.999  # Adam beta2.
+  config.weight_decay = 5e-5  # L2 on weights (kernels) only, added to the gradient as in the paper.
+  config.seed = 0  # Seed of initialisation, view draws and augmentation.
+
+  # --- Loop, logging, checkpoints ---
+  config.log_every_steps = 50  # Training metrics to TensorBoard every this many steps.
+  config.eval_every_steps = 2000  # Validation loss and IoU@0.4 every this many steps.
+  config.num_eval_batches = 20  # Validation batches per evaluation (-1: the whole split).
+  config.eval_batch_size = 36  # Global validation batch.
+  config.checkpoint_every_steps = 2000  # Orbax checkpoint under WORKDIR/checkpoints/<step>.
+  config.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
+  config.image_every_steps = 2000  # A reconstruction image to TensorBoard every this many steps.
+
+  for variant in (arg or "").split(","):
+    if variant:
+      apply_variant(config, variant)
+  return config
+
+
+def apply_variant(config, variant):
+  """Applies a named variant in place; unknown names raise."""
+  if variant == "tiny":
+    config.procedural.num_objects = 40
+    config.procedural.views = 6
+    config.max_views = 3
+    config.eval_views = 3
+    config.batch_size = 2
+    config.eval_batch_size = 2
+    config.num_train_steps = 20
+    config.lr_decay_steps = (1_000,)
+    config.log_every_steps = 5
+    config.eval_every_steps = 10
+    config.num_eval_batches = 2
+    config.checkpoint_every_steps = 10
+    config.image_every_steps = 10
+  else:
+    raise ValueError(f"Unknown config variant {variant!r}; known: tiny")

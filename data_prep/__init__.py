@@ -1,0 +1,1 @@
+"""Data preparation: meshes -> renders (pyrender) + voxels (trimesh) -> TFDS array_record datasets."""

@@ -1,0 +1,71 @@
+"""The record schema every builder writes (DESIGN.md section 4), and the TFDS writer/reader.
+
+One example per object:
+  views      (V, 137, 137, 4) uint8 RGBA renders, alpha = object mask
+  voxels     (32, 32, 32) bool, voxels[i, j, k] centred at -0.5 + (ijk + 0.5) / 32, +y up
+  K          (V, 3, 3) float32 OpenCV intrinsics in pixels of the 137x137 image
+  pose       (V, 4, 4) float32 camera-to-world, OpenGL convention (camera looks down -Z, +Y up)
+  azimuth, elevation, distance, fov   (V,) float32 (degrees; distance in object units)
+  category, synset, object_id, voxel_method   text
+Datasets are written with `tfds.dataset_builders.store_as_tfds_dataset` as array_record and read
+with `tfds.builder_from_directory(path).as_data_source(split)`, no TensorFlow needed.
+"""
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+IMAGE_SIZE = 137  # Rendered/stored view size.
+CROP_SIZE = 127  # Network input size (random crop at train, centre crop at eval).
+VOXEL_RESOLUTION = 32
+SPLITS = ("train", "validation", "test")
+FILE_FORMAT = "array_record"
+VERSION = "1.0.0"
+
+
+def record_features():
+  """The tfds FeaturesDict of one object record."""
+  per_view = lambda: tfds.features.Tensor(shape=(None,), dtype=np.float32)
+  return tfds.features.FeaturesDict({
+      "views": tfds.features.Tensor(
+          shape=(None, IMAGE_SIZE, IMAGE_SIZE, 4), dtype=np.uint8, encoding="zlib"),
+      "voxels": tfds.features.Tensor(
+          shape=(VOXEL_RESOLUTION,) * 3, dtype=np.bool_, encoding="zlib"),
+      "K": tfds.features.Tensor(shape=(None, 3, 3), dtype=np.float32),
+      "pose": tfds.features.Tensor(shape=(None, 4, 4), dtype=np.float32),
+      "azimuth": per_view(),
+      "elevation": per_view(),
+      "distance": per_view(),
+      "fov": per_view(),
+      "category": tfds.features.Text(),
+      "synset": tfds.features.Text(),
+      "object_id": tfds.features.Text(),
+      "voxel_method": tfds.features.Text(),
+  })
+
+
+def write_dataset(name, split_examples, data_dir, config=None, description=None):
+  """Writes {split: iterable of (key, example)} as a TFDS array_record dataset; returns its dir.
+
+  The directory is data_dir/name[/config]/VERSION and is what `load_split` reads.
+  """
+  builder = tfds.dataset_builders.store_as_tfds_dataset(
+      name=name,
+      version=VERSION,
+      features=record_features(),
+      split_datasets=split_examples,
+      config=config,
+      data_dir=str(data_dir),
+      description=description,
+      file_format=FILE_FORMAT,
+  )
+  return str(builder.data_dir)
+
+
+def load_split(dataset_dir, split):
+  """Random-access data source of one split of a dataset directory (no TensorFlow needed)."""
+  return tfds.builder_from_directory(str(dataset_dir)).as_data_source(split)
+
+
+def decode_text(value):
+  """Text features come back from data sources as bytes; returns str."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,122 @@
+"""3D convolutional GRU / LSTM over the view axis (the "3D-R2N2" in 3D-R2N2).
+
+Every gate pre-activation is FCConv3D(x, h) = reshape(Dense(x)) + Conv3D(h) + b. The Dense part
+does not depend on h, so it is computed for all views in one matmul before the scan, and only the
+cheap 4^3 recurrence is scanned with `flax.linen.scan`.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from r2n2_jax.models.layers import BIAS_INIT
+
+GRID = 4
+HIDDEN_CHANNELS = 128
+NUM_GATES = 3  # GRU: update, reset, candidate. The paper's LSTM: forget, input, cell.
+
+# Per-gate fans: in_axis=0 (features), out_axis=2 (grid cells x channels), gates are a batch axis.
+_gate_input_init = jax.nn.initializers.variance_scaling(
+    2.0, "fan_avg", "normal", in_axis=0, out_axis=2, batch_axis=1)
+_conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "normal")
+
+
+class GateInputProjection(nn.Module):
+  """The Dense (no bias) halves of the three FCConv3D gates: (B, V, F) -> (B, V, 3, 4, 4, 4, C)."""
+  grid: int = GRID
+  channels: int = HIDDEN_CHANNELS
+
+  @nn.compact
+  def __call__(self, x):
+    cells = self.grid ** 3 * self.channels
+    kernel = self.param("kernel", _gate_input_init, (x.shape[-1], NUM_GATES, cells))
+    y = jnp.einsum("bvf,fgo->bvgo", x, kernel.astype(x.dtype))
+    return y.reshape(y.shape[:3] + (self.grid,) * 3 + (self.channels,))
+
+
+class GateConv(nn.Module):
+  """The Conv3D(h, k, 'SAME', no bias) + per-channel bias half of one FCConv3D gate."""
+  kernel_size: int
+  channels: int = HIDDEN_CHANNELS
+
+  @nn.compact
+  def __call__(self, h):
+    k = self.kernel_size
+    y = nn.Conv(self.channels, (k, k, k), padding="SAME", use_bias=False,
+                kernel_init=_conv_init, name="conv")(h)
+    bias = self.param("bias", jax.nn.initializers.constant(BIAS_INIT), (self.channels,))
+    return y + bias
+
+
+def _masked(mask, new, old):
+  """Keeps `old` where the per-example mask (B,) is False."""
+  return jax.tree.map(
+      lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
+class ConvGRUCell(nn.Module):
+  """h' = u * h + (1 - u) * tanh(FCConv_h(x, r * h)); the carry is h (B, 4, 4, 4, C)."""
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, h, inputs):
+    gate_x, mask = inputs  # (B, 3, 4, 4, 4, C), (B,)
+    u = nn.sigmoid(gate_x[:, 0] + GateConv(self.kernel_size, name="update")(h))
+    r = nn.sigmoid(gate_x[:, 1] + GateConv(self.kernel_size, name="reset")(h))
+    candidate = jnp.tanh(gate_x[:, 2] + GateConv(self.kernel_size, name="candidate")(r * h))
+    new_h = u * h + (1.0 - u) * candidate
+    return _masked(mask, new_h, h), None
+
+  @staticmethod
+  def initial_carry(batch, dtype):
+    return jnp.zeros((batch, GRID, GRID, GRID, HIDDEN_CHANNELS), dtype)
+
+  @staticmethod
+  def hidden(carry):
+    return carry
+
+
+class ConvLSTMCell(nn.Module):
+  """The paper's LSTM (no output gate): s' = f * s + i * tanh(FCConv_s(x, h)); h' = tanh(s')."""
+  kernel_size: int
+
+  @nn.compact
+  def __call__(self, carry, inputs):
+    gate_x, mask = inputs
+    s, h = carry
+    f = nn.sigmoid(gate_x[:, 0] + GateConv(self.kernel_size, name="forget")(h))
+    i = nn.sigmoid(gate_x[:, 1] + GateConv(self.kernel_size, name="input")(h))
+    new_s = f * s + i * jnp.tanh(gate_x[:, 2] + GateConv(self.kernel_size, name="cell")(h))
+    new_h = jnp.tanh(new_s)
+    return _masked(mask, (new_s, new_h), carry), None
+
+  @staticmethod
+  def initial_carry(batch, dtype):
+    zeros = jnp.zeros((batch, GRID, GRID, GRID, HIDDEN_CHANNELS), dtype)
+    return zeros, zeros
+
+  @staticmethod
+  def hidden(carry):
+    return carry[1]
+
+
+CELLS = {"gru": ConvGRUCell, "lstm": ConvLSTMCell}
+
+
+class RecurrentGrid3D(nn.Module):
+  """Scans a 3D conv cell over the views: features (B, V, F), mask (B, V) -> h (B, 4, 4, 4, C).
+
+  Where `view_mask` is False the carry passes through unchanged, so padded views change nothing.
+  """
+  cell: str = "gru"
+  kernel_size: int = 3
+
+  @nn.compact
+  def __call__(self, features, view_mask):
+    cell_cls = CELLS[self.cell]
+    gate_x = GateInputProjection(name="input_projection")(features)
+    scan = nn.scan(cell_cls, variable_broadcast="params", split_rngs={"params": False},
+                   in_axes=1, out_axes=1)
+    carry = cell_cls.initial_carry(features.shape[0], gate_x.dtype)
+    carry, _ = scan(self.kernel_size, name="cell")(carry, (gate_x, view_mask))
+    return cell_cls.hidden(carry)

@@ -1,0 +1,44 @@
+"""r2n2-jax: 3D-R2N2 single- and multi-view 3D reconstruction in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="r2n2-jax",
+    version="0.1.0",
+    description="3D-R2N2 (Choy et al., ECCV 2016) in JAX/Flax: train, evaluate and reuse.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["r2n2_jax", "r2n2_jax.*", "data_prep", "data_prep.*"]),
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-datasets>=4.9.9",
+        "array-record>=0.8",
+        "grain>=0.2.12",
+        "ml-collections>=1.0",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "trimesh>=4.5",
+        "rtree>=1.3",
+        "manifold3d>=3.0",
+        "pyrender>=0.1.45",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+        "scikit-image>=0.24",
+        "pillow>=10",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "wandb": ["wandb"],
+    },
+    entry_points={
+        "console_scripts": [
+            "r2n2-train=r2n2_jax.launch_cli:main",
+        ],
+    },
+)
