@@ -36,9 +36,4 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
         "wandb": ["wandb"],
     },
-    entry_points={
-        "console_scripts": [
-            "r2n2-train=r2n2_jax.launch_cli:main",
-        ],
-    },
 )
