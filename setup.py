@@ -31,9 +31,14 @@ setup(
         "matplotlib>=3.8",
         "scikit-image>=0.24",
         "pillow>=10",
+        "fast-simplification>=0.1",  # trimesh's quadric decimation of huge meshes (data_prep).
+        "importlib_resources",  # tfds dataset builders import it (tfds declares it for Python < 3.9 only).
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
-        "wandb": ["wandb"],
+        # The PyTorch reference network of benchmarks/ (CPU wheel; not needed to train or test).
+        "bench": ["torch==2.13.0"],
+        # Building datasets on Apache Beam through TFDS (`python -m data_prep ... --beam`).
+        "beam": ["apache-beam>=2.50"],
     },
 )

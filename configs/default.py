@@ -17,6 +17,7 @@ def get_config(arg=None):
   config.model.decoder = "simple"  # 3D decoder: "simple" or "residual".
   config.model.cell = "gru"  # 3D recurrent cell: "gru" or "lstm" (the paper's, no output gate).
   config.model.kernel_size = 3  # Recurrent Conv3D kernel on the 4^3 hidden grid: 1 or 3.
+  config.model.conv3d_impl = "auto"  # Decoder 3D convs: "xla", "depth2d" (2D convs) or "auto".
 
   # --- Data ---
   config.dataset = "procedural"  # "procedural" (built on first use) or a TFDS dataset directory.

@@ -7,7 +7,7 @@ One example per object:
   pose       (V, 4, 4) float32 camera-to-world, OpenGL convention (camera looks down -Z, +Y up)
   azimuth, elevation, distance, fov   (V,) float32 (degrees; distance in object units)
   category, synset, object_id, voxel_method   text
-Datasets are written with `tfds.dataset_builders.store_as_tfds_dataset` as array_record and read
+Datasets are written by a TFDS GeneratorBasedBuilder as array_record and read
 with `tfds.builder_from_directory(path).as_data_source(split)`, no TensorFlow needed.
 """
 
@@ -46,18 +46,23 @@ def record_features():
 def write_dataset(name, split_examples, data_dir, config=None, description=None):
   """Writes {split: iterable of (key, example)} as a TFDS array_record dataset; returns its dir.
 
-  The directory is data_dir/name[/config]/VERSION and is what `load_split` reads.
+  The directory is data_dir/name[/config]/VERSION and is what `load_split` reads. (TFDS's own
+  `store_as_tfds_dataset` would do, but it imports TensorFlow to type-check its inputs.)
   """
-  builder = tfds.dataset_builders.store_as_tfds_dataset(
-      name=name,
-      version=VERSION,
-      features=record_features(),
-      split_datasets=split_examples,
-      config=config,
-      data_dir=str(data_dir),
-      description=description,
-      file_format=FILE_FORMAT,
-  )
+  attrs = {
+      "name": name,
+      "VERSION": tfds.core.Version(VERSION),
+      "_info": lambda self: tfds.core.DatasetInfo(
+          builder=self, description=description, features=record_features()),
+      "_split_generators": lambda self, dl_manager: dict(split_examples),
+      "_generate_examples": lambda self, **kwargs: iter(()),
+  }
+  if config is not None:
+    attrs["BUILDER_CONFIGS"] = [tfds.core.BuilderConfig(name=config)]
+  builder_cls = type(f"R2N2Records_{name}", (tfds.core.GeneratorBasedBuilder,), attrs,
+                     skip_registration=True)
+  builder = builder_cls(data_dir=str(data_dir), config=config, file_format=FILE_FORMAT)
+  builder.download_and_prepare()
   return str(builder.data_dir)
 
 

@@ -5,6 +5,7 @@ n = (fan_in + fan_out) / 2, biases 0.1.
 """
 
 import functools
+import itertools
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 
 LEAKY_SLOPE = 0.01
 BIAS_INIT = 0.1
+CONV3D_IMPLS = ("auto", "xla", "depth2d")
 
 # Var = 2 / ((fan_in + fan_out) / 2): variance scaling with scale 2 over the mean fan.
 weight_init = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "normal")
@@ -22,8 +24,50 @@ def leaky_relu(x):
   return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
-Conv = functools.partial(
-    nn.Conv, padding="SAME", kernel_init=weight_init, bias_init=bias_init)
+def _xla_conv2d(x, kernel):
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv2d(x, kernel):
+  """Stride-1 'SAME' 2D cross-correlation, no bias: (N, H, W, Cin), (kh, kw, Cin, Cout) -> ...
+
+  Exactly lax's 2D conv; only the kernel gradient is computed differently (see _conv2d_bwd).
+  """
+  return _xla_conv2d(x, kernel)
+
+
+def _conv2d_fwd(x, kernel):
+  return _xla_conv2d(x, kernel), (x, kernel)
+
+
+def _conv2d_bwd(residuals, dy):
+  # XLA:CPU's 2D-conv kernel gradient is 3-5x slower than that of the same conv written as a
+  # depth-1 3D conv (benchmarks/RESULTS.md); the input gradient is fastest in 2D. Same math.
+  x, kernel = residuals
+  _, x_vjp = jax.vjp(lambda x_: _xla_conv2d(x_, kernel), x)
+  same = tuple(((k - 1) // 2, k // 2) for k in kernel.shape[:2])
+  _, k_vjp = jax.vjp(lambda k_: _xla_conv3d(x[:, None], k_[None], ((0, 0),) + same), kernel)
+  return x_vjp(dy)[0], k_vjp(dy[:, None])[0]
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+class Conv(nn.Module):
+  """'SAME' 2D conv with bias; parameters and init those of `nn.Conv(features, kernel_size)`."""
+  features: int
+  kernel_size: tuple
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", weight_init, tuple(self.kernel_size) + (x.shape[-1],
+                                                                          self.features))
+    bias = self.param("bias", bias_init, (self.features,))
+    return conv2d(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+
+
 Dense = functools.partial(nn.Dense, kernel_init=weight_init, bias_init=bias_init)
 
 
@@ -35,7 +79,119 @@ def max_pool_2x2_pad1(x):
 def unpool_3d(x):
   """2x2x2 zero-insertion unpooling, (B, D, H, W, C) -> (B, 2D, 2H, 2W, C).
 
-  Each input value lands on the first corner of its 2x2x2 block, the rest are zeros.
+  Each input value lands on the first corner of its 2x2x2 block, the rest are zeros. This is the
+  reference form; the decoders use `unpool_conv3d`, which never materialises the zeros.
   """
   zero = jnp.zeros((), x.dtype)
   return jax.lax.pad(x, zero, [(0, 0, 0)] + [(0, 1, 1)] * 3 + [(0, 0, 0)])
+
+
+def _xla_conv3d(x, kernel, padding):
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1, 1), padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+def _depth2d_conv3d_forward(x, kernel, padding):
+  """The 3D conv as a sum over depth taps of 2D convs with depth folded into the batch."""
+  b, d = x.shape[:2]
+  kd = kernel.shape[0]
+  lo, hi = padding[0]
+  xp = jnp.pad(x, [(0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)])
+  d_out = d + lo + hi - kd + 1
+  y = 0
+  for k in range(kd):
+    xs = xp[:, k:k + d_out].reshape((b * d_out,) + x.shape[2:])
+    y = y + jax.lax.conv_general_dilated(
+        xs, kernel[k], (1, 1), padding[1:], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y.reshape((b, d_out) + y.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depth2d_conv3d(x, kernel, padding):
+  return _depth2d_conv3d_forward(x, kernel, padding)
+
+
+def _depth2d_fwd(x, kernel, padding):
+  return _depth2d_conv3d_forward(x, kernel, padding), (x, kernel)
+
+
+def _depth2d_bwd(padding, residuals, dy):
+  # The input gradient is fast in the 2D form too, but XLA:CPU's 2D-conv kernel gradient over a
+  # depth-folded batch is 4-8x slower than its 3D one (benchmarks/RESULTS.md), so that part uses
+  # the 3D conv's own gradient. Both are the exact gradients of the same linear map.
+  x, kernel = residuals
+  _, x_vjp = jax.vjp(lambda x_: _depth2d_conv3d_forward(x_, kernel, padding), x)
+  _, k_vjp = jax.vjp(lambda k_: _xla_conv3d(x, k_, padding), kernel)
+  return x_vjp(dy)[0], k_vjp(dy)[0]
+
+
+_depth2d_conv3d.defvjp(_depth2d_fwd, _depth2d_bwd)
+
+
+def resolve_conv3d_impl(impl):
+  """"auto" -> "depth2d" on CPU (XLA:CPU's 2D convs are faster than its 3D ones), else "xla"."""
+  if impl not in CONV3D_IMPLS:
+    raise ValueError(f"conv3d_impl must be one of {CONV3D_IMPLS}, got {impl!r}")
+  if impl == "auto":
+    return "depth2d" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def conv3d(x, kernel, padding, impl="auto"):
+  """Stride-1 3D cross-correlation, no bias: x (B, D, H, W, Cin), kernel (kd, kh, kw, Cin, Cout).
+
+  `padding` is ((lo, hi),) * 3; `impl` is "xla" (lax 3D conv), "depth2d" (depth taps of 2D convs)
+  or "auto". All give the same result up to float summation order.
+  """
+  padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  if resolve_conv3d_impl(impl) == "depth2d":
+    return _depth2d_conv3d(x, kernel, padding)
+  return _xla_conv3d(x, kernel, padding)
+
+
+def unpool_conv3d(x, kernel, impl="auto"):
+  """Exactly conv3d(unpool_3d(x), kernel, 'SAME') computed on the coarse grid with 1/8 the FLOPs.
+
+  x (B, N, N, N, Cin), kernel (k, k, k, Cin, Cout) with k in {1, 3} -> (B, 2N, 2N, 2N, Cout).
+  Per axis, fine output 2i sees only u[2i] = x[i] (tap 1) and fine output 2i + 1 sees u[2i] = x[i]
+  (tap 0) and u[2i + 2] = x[i + 1] (tap 2); so each of the 8 output parities is a conv of the
+  coarse grid with a 1- or 2-tap slice of the kernel per axis, and they are then interleaved.
+  A 1x1x1 kernel only sees the inserted zeros at odd outputs: it is the unpooled coarse conv.
+  """
+  if kernel.shape[:3] == (1, 1, 1):
+    return unpool_3d(conv3d(x, kernel, ((0, 0),) * 3, impl))
+  if kernel.shape[:3] != (3, 3, 3):
+    raise ValueError(f"unpool_conv3d supports 1x1x1 and 3x3x3 kernels, got {kernel.shape}")
+  taps = (slice(1, 2), slice(0, 3, 2))  # Kernel taps seen by even / odd fine outputs.
+  pads = ((0, 0), (0, 1))  # Coarse padding: odd outputs also read x[i + 1] (zero past the end).
+  b, n = x.shape[0], x.shape[1]
+  parts = [conv3d(x, kernel[taps[pd], taps[ph], taps[pw]], (pads[pd], pads[ph], pads[pw]), impl)
+           for pd, ph, pw in itertools.product((0, 1), repeat=3)]
+  y = jnp.stack(parts, axis=4).reshape((b, n, n, n, 2, 2, 2, kernel.shape[-1]))
+  return y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape((b, 2 * n, 2 * n, 2 * n, -1))
+
+
+class Conv3D(nn.Module):
+  """A 'SAME' 3D conv with bias, optionally of the zero-unpooled input: (B, D, H, W, Cin) -> ...
+
+  Its parameters ("kernel" (k, k, k, Cin, Cout), "bias" (Cout,)) and their initial values are those
+  of `Conv(features, (k, k, k))`, so checkpoints do not depend on `impl` or `unpool`.
+  With unpool=True it returns conv(unpool_3d(x)) + bias at (B, 2D, 2H, 2W, Cout) via
+  `unpool_conv3d`.
+  """
+  features: int
+  kernel_size: int = 3
+  unpool: bool = False
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    kernel = self.param("kernel", weight_init, (k, k, k, x.shape[-1], self.features))
+    bias = self.param("bias", bias_init, (self.features,))
+    kernel = kernel.astype(x.dtype)
+    if self.unpool:
+      y = unpool_conv3d(x, kernel, self.impl)
+    else:
+      y = conv3d(x, kernel, (((k - 1) // 2, k // 2),) * 3, self.impl)
+    return y + bias.astype(x.dtype)

@@ -14,6 +14,7 @@ class R2N2(nn.Module):
   decoder: str = "simple"
   cell: str = "gru"
   kernel_size: int = 3
+  conv3d_impl: str = "auto"  # Decoder 3D-conv implementation, see layers.conv3d.
 
   @nn.compact
   def __call__(self, views, view_mask):
@@ -23,4 +24,4 @@ class R2N2(nn.Module):
     features = features.reshape(b, v, -1)
     h = RecurrentGrid3D(self.cell, self.kernel_size, name="recurrent")(
         features, jnp.asarray(view_mask, bool))
-    return DECODERS[self.decoder](name="decoder")(h)
+    return DECODERS[self.decoder](conv3d_impl=self.conv3d_impl, name="decoder")(h)

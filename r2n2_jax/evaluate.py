@@ -1,0 +1,257 @@
+"""Evaluates a checkpoint on a split: IoU / log loss / F-score per view count and class, and plots.
+
+  python -m r2n2_jax.evaluate --workdir DIR [--config CFG[:arg]] [--split test] [--step N]
+      [--save_predictions] [--config.x=y]
+
+Writes DIR/eval/ (DIR/eval_<split>/ for splits other than test):
+  metrics.json            figures of DESIGN.md section 6 (see metrics.summarize), step and config
+  predictions_NNNNN.npz   with --save_predictions: probs (N, 32, 32, 32) float32, voxels (N, 32,
+                          32, 32) bool, n_views (N,), object_id (N,), category (N,); one row per
+                          (object, view count); metrics.json is exactly what these rows give
+  iou_vs_views.png, iou_by_class.png, gallery.png
+Test views are the first n of a per-object permutation drawn from `--view_seed` (not the training
+seed), so runs with different configs see the same views.
+"""
+
+import glob
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from flax import traverse_util
+import jax
+from ml_collections import config_flags
+import numpy as np
+import orbax.checkpoint as ocp
+import tqdm
+
+from data_prep import records
+from r2n2_jax import checkpoints
+from r2n2_jax import input_pipeline
+from r2n2_jax import metrics
+from r2n2_jax import visualize
+from r2n2_jax.models import build_model
+from r2n2_jax.models.decoders import DECODERS
+from r2n2_jax.models.encoders import ENCODERS
+from r2n2_jax.models.recurrent import RecurrentGrid3D
+
+VIEW_COUNTS = (1, 2, 3, 4, 5, 8, 12, 16, 20)  # Reported where the data has that many views.
+THRESHOLD = 0.4  # R2N2 protocol threshold for the by-views/by-class figures, F-score and gallery.
+GALLERY_PER_CLASS = 2
+GALLERY_VIEWS = 4
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (path.py[:arg]); default: the workdir's config.json.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints/.")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_SAVE = flags.DEFINE_bool("save_predictions", False, "Write eval/predictions_*.npz.")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Objects per forward pass.")
+_MAX_OBJECTS = flags.DEFINE_integer("max_objects", -1, "Evaluate the first N objects (-1: all).")
+_VIEW_SEED = flags.DEFINE_integer("view_seed", 0, "Seed of the fixed per-object test-view draw.")
+_VIEW_COUNTS = flags.DEFINE_list("view_counts", None,
+                                 "View counts to evaluate (default: 1,2,3,4,5,8,12,16,20 up to "
+                                 "the number of views of the split's first object).")
+
+
+def eval_dir(workdir, split):
+  """WORKDIR/eval for the test split, WORKDIR/eval_<split> otherwise."""
+  return os.path.join(workdir, "eval" if split == "test" else f"eval_{split}")
+
+
+def _check_config_fits_checkpoint(workdir, config, step):
+  """Raises ValueError naming the first parameter whose shape differs between config and checkpoint.
+
+  Checked on the checkpoint's metadata before restoring, because a failed orbax restore leaves
+  background threads that print tracebacks.
+  """
+  views = jax.ShapeDtypeStruct((1, 1, records.CROP_SIZE, records.CROP_SIZE, 3), np.float32)
+  mask = jax.ShapeDtypeStruct((1, 1), bool)
+  expected = jax.eval_shape(build_model(config.model).init, jax.random.key(0), views, mask)
+  with ocp.CheckpointManager(checkpoints.checkpoint_dir(workdir),
+                             item_handlers=ocp.StandardCheckpointHandler()) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+      return  # checkpoints.restore_variables says what is missing.
+    stored = manager.item_metadata(step)["params"]
+  expected = traverse_util.flatten_dict(expected["params"], sep="/")
+  stored = traverse_util.flatten_dict(dict(stored), sep="/")
+  for name in sorted(set(expected) | set(stored)):
+    want = tuple(expected[name].shape) if name in expected else None
+    have = tuple(stored[name].shape) if name in stored else None
+    if want != have:
+      raise ValueError(f"parameter {name} has shape {have} in the checkpoint but {want} in the config")
+
+
+def restore_variables(workdir, config, step=None):
+  """checkpoints.restore_variables, with a config that does not fit the checkpoint as a ValueError."""
+  try:
+    _check_config_fits_checkpoint(workdir, config, step)
+    return checkpoints.restore_variables(workdir, config, step)
+  except (KeyError, TypeError, AttributeError, ValueError) as e:
+    first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise ValueError(f"{workdir}: the config does not describe a loadable model for its checkpoint "
+                     f"({first_line})") from None
+
+
+def exit_with_error(program, error):
+  """Exits with status 1 and `program: <first line of error>` on stderr, no traceback."""
+  message = str(error).splitlines()[0] if str(error) else type(error).__name__
+  sys.exit(f"{program}: {message}")
+
+
+def make_reconstruct_fns(model_config):
+  """Jitted (encode, decode) that split the R2N2 forward pass at the encoder features.
+
+  encode(params, views (B, V, 127, 127, 3)) -> features (B, V, F);
+  decode(params, features, view_mask (B, V)) -> P(occupied) (B, 32, 32, 32).
+  The encoder does not depend on the recurrence, so every view count is evaluated from ONE
+  encoding of the largest view set (the 9 view counts would otherwise encode each view 9 times).
+  The submodules and parameter names are those of models.R2N2; a test pins that decode(encode())
+  equals model.apply.
+  """
+  encoder = ENCODERS[model_config.encoder]()
+  recurrent = RecurrentGrid3D(model_config.cell, int(model_config.kernel_size))
+  decoder = DECODERS[model_config.decoder]()
+
+  @jax.jit
+  def encode(params, views):
+    b, v = views.shape[:2]
+    features = encoder.apply({"params": params["encoder"]}, views.reshape((b * v,) + views.shape[2:]))
+    return features.reshape(b, v, -1)
+
+  @jax.jit
+  def decode(params, features, view_mask):
+    h = recurrent.apply({"params": params["recurrent"]}, features, view_mask)
+    return metrics.occupancy_probability(decoder.apply({"params": params["decoder"]}, h))
+
+  return encode, decode
+
+
+def _view_counts(requested, num_available):
+  if requested:
+    counts = sorted({int(c) for c in requested})
+    if counts[0] < 1 or counts[-1] > num_available:
+      raise ValueError(f"view counts {counts} must lie in [1, {num_available}] (views per object)")
+    return counts
+  return [c for c in VIEW_COUNTS if c <= num_available]
+
+
+def evaluate(config, workdir, split="test", step=None, save_predictions=False, batch_size=8,
+             max_objects=-1, view_seed=0, view_counts=None):
+  """Evaluates the checkpoint of `workdir` on `split`; writes eval files and returns metrics.json."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  variables, step = restore_variables(workdir, config, step)
+  params = variables["params"]
+  data_dir = input_pipeline.dataset_dir(config)
+  source = records.load_split(data_dir, split)
+  num_objects = len(source) if max_objects < 0 else min(max_objects, len(source))
+  if num_objects == 0:
+    raise ValueError(f"{data_dir}: split {split!r} has no objects")
+  counts = _view_counts(view_counts, source[0]["views"].shape[0])
+  max_count = counts[-1]
+  out_dir = eval_dir(workdir, split)
+  os.makedirs(out_dir, exist_ok=True)
+  for stale in glob.glob(os.path.join(out_dir, "predictions_*.npz")):
+    os.remove(stale)
+
+  encode, decode = make_reconstruct_fns(config.model)
+  masks = {c: np.broadcast_to(np.arange(max_count) < c, (batch_size, max_count)) for c in counts}
+  rows = {k: [] for k in ("n_views", "object_id", "category")}
+  gallery = {}
+  for shard, start in enumerate(tqdm.trange(0, num_objects, batch_size, desc=f"eval {split}")):
+    indices = range(start, min(start + batch_size, num_objects))
+    views = np.zeros((batch_size, max_count, records.CROP_SIZE, records.CROP_SIZE, 3), np.float32)
+    voxels = np.zeros((len(indices),) + (records.VOXEL_RESOLUTION,) * 3, bool)
+    ids, cats = [], []
+    for b, index in enumerate(indices):
+      record = source[index]
+      ids.append(records.decode_text(record["object_id"]))
+      cats.append(records.decode_text(record["category"]))
+      available = record["views"].shape[0]
+      if available < max_count:
+        raise ValueError(f"{data_dir}: object {ids[-1]} of split {split!r} has {available} views, "
+                         f"fewer than {max_count}; pass --view_counts up to {available}")
+      chosen = input_pipeline.eval_view_indices(available, max_count, view_seed, index)
+      views[b] = input_pipeline.preprocess_eval_views(record["views"], chosen)
+      voxels[b] = record["voxels"]
+    features = encode(params, views)
+    shard_rows = {k: [] for k in ("probs", "voxels", "n_views", "object_id", "category")}
+    for c in counts:
+      probs = np.asarray(decode(params, features, masks[c]))[:len(indices)]
+      for key, value in metrics.row_metrics(probs, voxels, THRESHOLD).items():
+        rows.setdefault(key, []).append(value)
+      shard_rows["probs"].append(probs)
+      shard_rows["voxels"].append(voxels)
+      shard_rows["n_views"].append(np.full(len(indices), c, np.int32))
+      shard_rows["object_id"].append(np.array(ids))
+      shard_rows["category"].append(np.array(cats))
+    for b, category in enumerate(cats):
+      if len(gallery.setdefault(category, [])) < GALLERY_PER_CLASS:
+        probs = shard_rows["probs"][-1][b]
+        iou = float(metrics.iou_per_object(probs[None], voxels[b][None], THRESHOLD)[0])
+        gallery[category].append({"views": views[b, :min(max_count, GALLERY_VIEWS)],
+                                  "pred": probs >= THRESHOLD, "gt": voxels[b],
+                                  "label": f"{category}\n{ids[b]}\nIoU {iou:.2f}"})
+    shard_rows = {k: np.concatenate(v) for k, v in shard_rows.items()}
+    for key in ("n_views", "object_id", "category"):
+      rows[key].append(shard_rows[key])
+    if save_predictions:
+      np.savez_compressed(os.path.join(out_dir, f"predictions_{shard:05d}.npz"), **shard_rows)
+
+  rows = {k: np.concatenate(v) for k, v in rows.items()}
+  results = metrics.summarize(rows, max_count)
+  results.update({
+      "step": int(step), "split": split, "workdir": workdir, "dataset": data_dir,
+      "view_seed": int(view_seed), "threshold": THRESHOLD,
+      "config": json.loads(config.to_json_best_effort()),
+  })
+  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  write_plots(results, gallery, out_dir)
+  return results
+
+
+def write_plots(results, gallery, out_dir):
+  """iou_vs_views.png, iou_by_class.png and gallery.png (objects sorted by class) in out_dir."""
+  visualize.save_iou_curves({"": results["iou_by_views"]}, os.path.join(out_dir, "iou_vs_views.png"),
+                            title=f"{results['split']}: IoU@0.4 vs views (step {results['step']})")
+  visualize.save_class_bars(results["iou_by_class"], results["objects_by_class"],
+                            os.path.join(out_dir, "iou_by_class.png"),
+                            title=f"IoU@0.4 per class, {results['views']} views")
+  gallery_rows = [row for category in sorted(gallery) for row in gallery[category]]
+  visualize.save_gallery(gallery_rows, os.path.join(out_dir, "gallery.png"),
+                         min(GALLERY_VIEWS, results["views"]),
+                         pred_title=f"prediction ({results['views']} views)")
+
+
+def load_predictions(out_dir):
+  """Concatenates every predictions_*.npz of an eval directory into one dict of arrays."""
+  paths = sorted(glob.glob(os.path.join(out_dir, "predictions_*.npz")))
+  if not paths:
+    raise FileNotFoundError(f"{out_dir}: no predictions_*.npz (run evaluate --save_predictions)")
+  parts = [dict(np.load(p)) for p in paths]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _WORKDIR.value:
+    exit_with_error("evaluate", "--workdir is required")
+  try:
+    config = _CONFIG.value or checkpoints.load_config(_WORKDIR.value)
+    results = evaluate(config, _WORKDIR.value, _SPLIT.value, _STEP.value, _SAVE.value,
+                       _BATCH.value, _MAX_OBJECTS.value, _VIEW_SEED.value, _VIEW_COUNTS.value)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    exit_with_error("evaluate", e)
+  logging.info("wrote %s", eval_dir(os.path.abspath(os.path.expanduser(_WORKDIR.value)), _SPLIT.value))
+  print(json.dumps({k: results[k] for k in ("step", "views", "num_objects", "iou", "iou_by_views",
+                                             "log_loss", "fscore")}, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

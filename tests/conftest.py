@@ -1,0 +1,32 @@
+"""Test setup shared by every test: 2 fake CPU devices, headless EGL, a persistent compile cache.
+
+The environment is set before anything imports jax, so `jax.device_count() == 2` in every test.
+"""
+
+import os
+import tempfile
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=2").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+# Identical programs compiled by several tests (and their launch.py subprocesses) compile once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "r2n2_jax_test_compile_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import pytest  # noqa: E402
+
+from configs import default  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+  """The `:tiny` config with its procedural dataset built once per session in a temp data_dir."""
+  from r2n2_jax import input_pipeline
+
+  config = default.get_config("tiny")
+  config.data_dir = str(tmp_path_factory.mktemp("data"))
+  input_pipeline.dataset_dir(config)  # Builds it.
+  return config
