@@ -53,7 +53,6 @@ def get_config(arg=None):
   config.eval_batch_size = 36  # Global validation batch.
   config.checkpoint_every_steps = 2000  # Orbax checkpoint under WORKDIR/checkpoints/<step>.
   config.keep_checkpoints = 3  # Checkpoints kept on disk (the newest).
-  config.image_every_steps = 2000  # A reconstruction image to TensorBoard every this many steps.
 
   for variant in (arg or "").split(","):
     if variant:
@@ -76,6 +75,5 @@ def apply_variant(config, variant):
     config.eval_every_steps = 10
     config.num_eval_batches = 2
     config.checkpoint_every_steps = 10
-    config.image_every_steps = 10
   else:
     raise ValueError(f"Unknown config variant {variant!r}; known: tiny")

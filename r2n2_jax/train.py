@@ -158,7 +158,7 @@ def evaluate(config, p_eval_step, p_state, data_dir, writer, step):
   if not totals or totals["count"] == 0:
     raise ValueError(f"Split {config.eval_split!r} of {data_dir} has no examples to evaluate")
   results = {"eval/loss": totals["loss"] / totals["count"],
-             "eval/iou@0.4": totals["iou"] / totals["count"]}
+             "eval/iou_0.4": totals["iou"] / totals["count"]}
   writer.scalars(step, results)
   writer.image(step, "eval/reconstruction", image)
   return results
@@ -219,7 +219,7 @@ def train_and_evaluate(config, workdir):
     if step % config.log_every_steps == 0 or is_last:
       now = time.time()
       steps_per_sec = (step - last_log_step) / (now - last_log_time)
-      results = {"train/loss": loss, "train/iou@0.4": float(step_metrics["iou"][0]),
+      results = {"train/loss": loss, "train/iou_0.4": float(step_metrics["iou"][0]),
                  "train/learning_rate": float(schedule(step - 1)),
                  "train/steps_per_sec": steps_per_sec,
                  "train/views_per_sec": steps_per_sec * float(np.sum(batch["view_mask"])) *

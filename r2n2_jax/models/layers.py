@@ -71,9 +71,51 @@ class Conv(nn.Module):
 Dense = functools.partial(nn.Dense, kernel_init=weight_init, bias_init=bias_init)
 
 
-def max_pool_2x2_pad1(x):
-  """2x2 stride-2 max-pool with 1 pixel of padding per side: (B, H, W, C) -> (B, H//2+1, ...)."""
+def _max_pool_2x2_pad1(x):
   return nn.max_pool(x, (2, 2), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+@jax.custom_vjp
+def max_pool_2x2_pad1(x):
+  """2x2 stride-2 max-pool with 1 pixel of padding per side: (B, H, W, C) -> (B, H//2+1, ...).
+
+  Exactly `nn.max_pool` forward and backward (a tie sends the gradient to the window's first
+  maximum in row-major order, as XLA and PyTorch do); the backward is elementwise instead of
+  XLA:CPU's select-and-scatter, which is 2-3x slower (benchmarks/RESULTS.md).
+  """
+  return _max_pool_2x2_pad1(x)
+
+
+def _windows(x):
+  """The four taps of every pooling window: (B, H, W, C) -> 4 x (B, H//2+1, W//2+1, C)."""
+  h, w = x.shape[1:3]
+  oh, ow = h // 2 + 1, w // 2 + 1
+  padded = jnp.pad(x, ((0, 0), (1, 2 * oh - h - 1), (1, 2 * ow - w - 1), (0, 0)),
+                   constant_values=-jnp.inf)
+  return [padded[:, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
+
+
+def _max_pool_fwd(x):
+  y = _max_pool_2x2_pad1(x)
+  return y, (x, y)
+
+
+def _max_pool_bwd(residuals, dy):
+  x, y = residuals
+  b, h, w, c = x.shape
+  taken = jnp.zeros(y.shape, bool)
+  grads = []
+  for tap in _windows(x):
+    chosen = (tap == y) & ~taken
+    taken = taken | chosen
+    grads.append(jnp.where(chosen, dy, 0))
+  # (B, oh, 2, ow, 2, C) in window order -> the padded grid -> drop the padding.
+  grid = jnp.stack(grads, axis=-2).reshape(y.shape[:3] + (2, 2, c))
+  grid = grid.transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * y.shape[1], 2 * y.shape[2], c)
+  return (grid[:, 1:1 + h, 1:1 + w],)
+
+
+max_pool_2x2_pad1.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def unpool_3d(x):
