@@ -34,6 +34,30 @@ class GateInputProjection(nn.Module):
     return y.reshape(y.shape[:3] + (self.grid,) * 3 + (self.channels,))
 
 
+def same_conv3d_as_matmul(x, kernel):
+  """'SAME' 3D cross-correlation as one im2col matmul: (B, D, H, W, Cin), (k, k, k, Cin, Cout).
+
+  On the 4^3 hidden grid this is several times faster than XLA:CPU's 3D conv, above all in the
+  backward pass (kernel gradient); the math is the same up to float summation order.
+  """
+  k = kernel.shape[0]
+  p = k // 2
+  d, h, w = x.shape[1:4]
+  padded = jnp.pad(x, ((0, 0),) + ((p, p),) * 3 + ((0, 0),))
+  patches = jnp.stack([padded[:, i:i + d, j:j + h, l:l + w]
+                       for i in range(k) for j in range(k) for l in range(k)], axis=-2)
+  return jnp.einsum("bdhwtc,tco->bdhwo", patches, kernel.reshape((k ** 3,) + kernel.shape[3:]))
+
+
+class _ConvKernel(nn.Module):
+  """Holds a conv kernel with the name, shape and init of `nn.Conv(..., use_bias=False)`."""
+  shape: tuple
+
+  @nn.compact
+  def __call__(self):
+    return self.param("kernel", _conv_init, self.shape)
+
+
 class GateConv(nn.Module):
   """The Conv3D(h, k, 'SAME', no bias) + per-channel bias half of one FCConv3D gate."""
   kernel_size: int
@@ -42,8 +66,8 @@ class GateConv(nn.Module):
   @nn.compact
   def __call__(self, h):
     k = self.kernel_size
-    y = nn.Conv(self.channels, (k, k, k), padding="SAME", use_bias=False,
-                kernel_init=_conv_init, name="conv")(h)
+    kernel = _ConvKernel((k, k, k, h.shape[-1], self.channels), name="conv")()
+    y = same_conv3d_as_matmul(h, kernel.astype(h.dtype))
     bias = self.param("bias", jax.nn.initializers.constant(BIAS_INIT), (self.channels,))
     return y + bias
 
