@@ -3,7 +3,14 @@
 import importlib.util
 import os
 import statistics
+import sys
 import time
+
+# Scripts here import this module first. This folder holds data_prep.py, which would shadow the
+# data_prep package: search it last; and the repository root (configs/ is not installed) first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.append(_HERE)
 
 import jax
 import jax.numpy as jnp

@@ -9,15 +9,11 @@ and, with --vs-torch, PyTorch's (torch.inference_mode, oneDNN) and the speed-up.
 
 import argparse
 import os
-import sys
 
 import jax
 import numpy as np
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.append(_HERE)
-import common  # noqa: E402
+import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import metrics  # noqa: E402
 from r2n2_jax.models import build_model  # noqa: E402

@@ -13,15 +13,11 @@ unless --dataset names one.
 
 import argparse
 import os
-import sys
 import time
 
 import jax
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.append(_HERE)
-import common  # noqa: E402
+import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import input_pipeline  # noqa: E402
 from r2n2_jax import train  # noqa: E402

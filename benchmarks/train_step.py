@@ -11,16 +11,10 @@ step and the speed-up (torch time / JAX time) is printed.
 
 import argparse
 import os
-import sys
 
 import jax
 
-# This folder holds data_prep.py, which would shadow the data_prep package: search it last, and
-# the repository root (configs/ is not an installed package) first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.append(_HERE)
-import common  # noqa: E402
+import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import train  # noqa: E402
 

@@ -81,7 +81,7 @@ def max_pool_2x2_pad1(x):
 
   Exactly `nn.max_pool` forward and backward (a tie sends the gradient to the window's first
   maximum in row-major order, as XLA and PyTorch do); the backward is elementwise instead of
-  XLA:CPU's select-and-scatter, which is 2-3x slower (benchmarks/RESULTS.md).
+  XLA:CPU's select-and-scatter, which is 4-12x slower (benchmarks/RESULTS.md).
   """
   return _max_pool_2x2_pad1(x)
 
