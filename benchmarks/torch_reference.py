@@ -149,22 +149,26 @@ class ResidualDecoder(nn.Module):
 class R2N2(nn.Module):
   """views (B, V, 3, 127, 127) float32, mask (B, V) bool -> logits (B, 2, 32, 32, 32)."""
 
-  def __init__(self, encoder="simple", decoder="simple", cell="gru", kernel_size=3):
+  def __init__(self, encoder, decoder, cell, kernel_size, input_mean, input_std):
     super().__init__()
+    self.register_buffer("input_mean", torch.tensor(input_mean).view(1, 1, 3, 1, 1))
+    self.register_buffer("input_std", torch.tensor(input_std).view(1, 1, 3, 1, 1))
     self.encoder = {"simple": SimpleEncoder, "residual": ResidualEncoder}[encoder]()
     self.recurrent = Recurrent(cell, kernel_size)
     self.decoder = {"simple": SimpleDecoder, "residual": ResidualDecoder}[decoder]()
 
   def forward(self, views, mask):
     b, v = views.shape[:2]
-    features = self.encoder(views.flatten(0, 1)).view(b, v, -1)
+    normalised = (views - self.input_mean) / self.input_std  # As the JAX model.
+    features = self.encoder(normalised.flatten(0, 1)).view(b, v, -1)
     return self.decoder(self.recurrent(features, mask))
 
 
 def build(model_config):
   """The torch twin of r2n2_jax.models.build_model(config.model)."""
   return R2N2(model_config.encoder, model_config.decoder, model_config.cell,
-              int(model_config.kernel_size))
+              int(model_config.kernel_size), tuple(model_config.input_mean),
+              tuple(model_config.input_std))
 
 
 def num_params(model):

@@ -18,6 +18,8 @@ def get_config(arg=None):
   config.model.cell = "gru"  # 3D recurrent cell: "gru" or "lstm" (the paper's, no output gate).
   config.model.kernel_size = 3  # Recurrent Conv3D kernel on the 4^3 hidden grid: 1 or 3.
   config.model.conv3d_impl = "auto"  # Decoder 3D convs: "xla", "depth2d" (2D convs) or "auto".
+  config.model.input_mean = (0.877, 0.868, 0.845)  # Per-channel mean of your views, in [0, 1].
+  config.model.input_std = (0.164, 0.174, 0.204)  # Per-channel std; encoder sees (x - mean) / std.
 
   # --- Data ---
   config.dataset = "procedural"  # "procedural" (built on first use) or a TFDS dataset directory.

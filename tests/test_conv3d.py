@@ -33,8 +33,9 @@ def _inputs(shape_x, shape_k):
     ((2, 1, 2), ((0, 1), (0, 0), (0, 1))),
     ((1, 1, 1), ((0, 0),) * 3),
 ])
-def test_conv3d_matches_lax_forward_and_grads(impl, ksize, padding):
-  x, kernel = _inputs((2, 5, 6, 4, 3), ksize + (3, 4))
+@pytest.mark.parametrize("channels", [(3, 4), (8, 2)])  # Both branches of conv_kernel_grad.
+def test_conv3d_matches_lax_forward_and_grads(impl, ksize, padding, channels):
+  x, kernel = _inputs((2, 5, 6, 4, channels[0]), ksize + channels)
   got = _value_and_grads(lambda a, k: layers.conv3d(a, k, padding, impl), x, kernel)
   want = _value_and_grads(lambda a, k: _lax_conv3d(a, k, padding), x, kernel)
   for g, w in zip(got, want):
@@ -88,9 +89,10 @@ def test_conv3d_module_params_equal_plain_conv(k):
 
 
 @pytest.mark.parametrize("k", [7, 3, 1])
-def test_conv2d_matches_lax_forward_and_grads(k):
-  """The encoders' 2D conv (kernel gradient via a depth-1 3D conv) is lax's 2D conv."""
-  x, kernel = _inputs((2, 9, 8, 3), (k, k, 3, 4))
+@pytest.mark.parametrize("channels", [(3, 4), (8, 2)])
+def test_conv2d_matches_lax_forward_and_grads(k, channels):
+  """The encoders' 2D conv (kernel gradient as matmuls) is lax's 2D conv."""
+  x, kernel = _inputs((2, 9, 8, channels[0]), (k, k) + channels)
   lax_2d = lambda a, w: jax.lax.conv_general_dilated(
       a, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   got = _value_and_grads(layers.conv2d, x, kernel)

@@ -1,17 +1,19 @@
 """Model zoo: `build_model(config.model)` returns the R2N2 linen Module for a config."""
 
-from r2n2_jax.models.r2n2 import R2N2
+from r2n2_jax.models.r2n2 import DEFAULT_INPUT_MEAN, DEFAULT_INPUT_STD, R2N2
 
 
 def build_model(model_config):
   """Returns the R2N2 Module described by `model_config` (encoder, decoder, cell, kernel_size,
-  conv3d_impl)."""
+  conv3d_impl, input_mean, input_std)."""
   return R2N2(
       encoder=model_config.encoder,
       decoder=model_config.decoder,
       cell=model_config.cell,
       kernel_size=int(model_config.kernel_size),
       conv3d_impl=model_config.get("conv3d_impl", "auto"),
+      input_mean=tuple(float(c) for c in model_config.get("input_mean", DEFAULT_INPUT_MEAN)),
+      input_std=tuple(float(c) for c in model_config.get("input_std", DEFAULT_INPUT_STD)),
   )
 
 

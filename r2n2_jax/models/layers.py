@@ -24,6 +24,33 @@ def leaky_relu(x):
   return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
+def conv_kernel_grad(x, dy, kernel_shape, padding):
+  """The kernel gradient of a stride-1 N-d cross-correlation, as matmuls over all positions.
+
+  x (B, *S, Cin), dy (B, *S_out, Cout), padding ((lo, hi),) * N -> (k_1, ..., k_N, Cin, Cout).
+  dW[t] = sum_p xpad[p + t] dy[p]. For each tap of the leading kernel axes, the taps of the last
+  axis are stacked into the channels of dy (when it has at most a quarter of x's channels) or
+  else of x, and the positions are contracted in one matmul. XLA:CPU's own conv kernel gradients run far below matmul speed
+  (32^3 x 32 -> 2 channels, batch 4: 0.50 s -> 0.08 s; benchmarks/RESULTS.md).
+  """
+  ks, (c, o) = tuple(kernel_shape[:-2]), tuple(kernel_shape[-2:])
+  xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
+  out, padded = dy.shape[1:-1], xp.shape[1:-1]
+  grads = []
+  for lead in itertools.product(*(range(k) for k in ks[:-1])):
+    taps = [lead + (k,) for k in range(ks[-1])]
+    if 4 * o <= c:  # Move dy to each tap's offset in the padded frame: dW[t] = sum_q xpad[q] dy_t[q].
+      cols = [jnp.pad(dy, ((0, 0),) + tuple((t, p - s - t) for t, p, s in zip(tap, padded, out)) +
+                      ((0, 0),)) for tap in taps]
+      g = xp.reshape(-1, c).T @ jnp.stack(cols, -2).reshape(-1, len(taps) * o)
+      g = g.reshape(c, len(taps), o).transpose(1, 0, 2)
+    else:  # Slice x at each tap's offset: dW[t] = sum_p xpad[p + t] dy[p].
+      cols = [xp[(slice(None),) + tuple(slice(t, t + s) for t, s in zip(tap, out))] for tap in taps]
+      g = jnp.stack(cols, -2).reshape(-1, len(taps) * c).T @ dy.reshape(-1, o)
+    grads.append(g)
+  return jnp.stack(grads).reshape(kernel_shape)
+
+
 def _xla_conv2d(x, kernel):
   return jax.lax.conv_general_dilated(
       x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -43,13 +70,12 @@ def _conv2d_fwd(x, kernel):
 
 
 def _conv2d_bwd(residuals, dy):
-  # XLA:CPU's 2D-conv kernel gradient is 3-5x slower than that of the same conv written as a
-  # depth-1 3D conv (benchmarks/RESULTS.md); the input gradient is fastest in 2D. Same math.
+  # The input gradient is XLA's; the kernel gradient is `conv_kernel_grad`'s matmuls, faster
+  # than XLA:CPU's own 2D or depth-1 3D kernel gradients (benchmarks/RESULTS.md). Same math.
   x, kernel = residuals
   _, x_vjp = jax.vjp(lambda x_: _xla_conv2d(x_, kernel), x)
   same = tuple(((k - 1) // 2, k // 2) for k in kernel.shape[:2])
-  _, k_vjp = jax.vjp(lambda k_: _xla_conv3d(x[:, None], k_[None], ((0, 0),) + same), kernel)
-  return x_vjp(dy)[0], k_vjp(dy[:, None])[0]
+  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, same)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -158,13 +184,11 @@ def _depth2d_fwd(x, kernel, padding):
 
 
 def _depth2d_bwd(padding, residuals, dy):
-  # The input gradient is fast in the 2D form too, but XLA:CPU's 2D-conv kernel gradient over a
-  # depth-folded batch is 4-8x slower than its 3D one (benchmarks/RESULTS.md), so that part uses
-  # the 3D conv's own gradient. Both are the exact gradients of the same linear map.
+  # The input gradient is fast in the 2D form too; XLA:CPU's kernel gradients (2D or 3D) are
+  # slow, so that part is `conv_kernel_grad`'s matmuls. Both are exact gradients of the same map.
   x, kernel = residuals
   _, x_vjp = jax.vjp(lambda x_: _depth2d_conv3d_forward(x_, kernel, padding), x)
-  _, k_vjp = jax.vjp(lambda k_: _xla_conv3d(x, k_, padding), kernel)
-  return x_vjp(dy)[0], k_vjp(dy)[0]
+  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, padding)
 
 
 _depth2d_conv3d.defvjp(_depth2d_fwd, _depth2d_bwd)
