@@ -7,7 +7,8 @@
   python -m data_prep shapenet --rendering-dir R --voxel-dir V --data-dir OUT
                                [--split r2n2|JSON] [--classes ...]
 Every source takes --workers N (default: all cores); the rendering sources take --beam to run in
-TFDS's Apache Beam pipeline (DirectRunner by default). Prints the preparation report; exits 0 when
+TFDS's Apache Beam pipeline (DirectRunner by default). Prints the preparation report and the
+training flags for the dataset (its path and the views' per-channel mean/std); exits 0 when
 the dataset was written (bad inputs are skipped and listed), 1 when nothing usable remained.
 """
 
@@ -75,6 +76,11 @@ def main(argv=None):
     return 1
   print(report)
   print(f"Dataset written to {dataset_dir}")
+  from r2n2_jax import input_pipeline  # The model's input normalisation for this data.
+  mean, std = input_pipeline.view_statistics(dataset_dir)
+  fmt = lambda v: "(" + ",".join(f"{c:.3f}" for c in v) + ")"
+  print(f"Train with: --config.dataset={dataset_dir} --config.model.input_mean='{fmt(mean)}' "
+        f"--config.model.input_std='{fmt(std)}'")
   return 0
 
 

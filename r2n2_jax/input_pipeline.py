@@ -73,6 +73,22 @@ def preprocess_eval_views(views_rgba, indices):
   return to_model_input(rgb)
 
 
+def view_statistics(data_dir, split="train", max_objects=200):
+  """Per-channel mean and std in [0, 1] of a split's views as evaluation frames them (centre
+  crop, grey background), over up to `max_objects` evenly spaced objects: the values to use as
+  config.model.input_mean / input_std for that data. Returns two (3,) float64 arrays."""
+  source = records.load_split(data_dir, split)
+  if len(source) == 0:
+    raise ValueError(f"Split {split!r} of {data_dir} has no examples")
+  total, total_sq, count = np.zeros(3), np.zeros(3), 0
+  for i in np.unique(np.linspace(0, len(source) - 1, min(len(source), max_objects)).astype(int)):
+    views = source[int(i)]["views"]
+    pixels = preprocess_eval_views(views, np.arange(len(views))).reshape(-1, 3).astype(np.float64)
+    total, total_sq, count = total + pixels.sum(0), total_sq + (pixels ** 2).sum(0), count + len(pixels)
+  mean = total / count
+  return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+
+
 def _padded(views, max_views):
   """Pads (n, 127, 127, 3) uint8 views to max_views and returns (views, mask)."""
   n = views.shape[0]

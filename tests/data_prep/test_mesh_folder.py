@@ -8,6 +8,7 @@ import trimesh
 
 from data_prep import __main__ as cli
 from data_prep import mesh_folder, meshes, pipeline, records, voxelize
+from r2n2_jax import input_pipeline
 
 GOOD = {"chairs/box.obj", "tables/cylinder.ply", "lamps/two_parts.glb", "sphere.stl",
         "chairs/no_texture.obj"}
@@ -140,7 +141,13 @@ def test_cli(folder, tmp_path, capsys):
   assert cli.main(argv) == 0
   out = capsys.readouterr().out
   assert "Skipped inputs: 5" in out and "Dataset written to" in out
-  assert os.path.isdir(os.path.join(tmp_path, "cli", "v2_s3", "1.0.0"))
+  dataset_dir = os.path.join(tmp_path, "cli", "v2_s3", "1.0.0")
+  assert os.path.isdir(dataset_dir)
+  # The training flags for this data: its path and its views' statistics.
+  mean, std = input_pipeline.view_statistics(dataset_dir)
+  assert f"--config.dataset={dataset_dir} " in out
+  assert "--config.model.input_mean='({:.3f},{:.3f},{:.3f})'".format(*mean) in out
+  assert "--config.model.input_std='({:.3f},{:.3f},{:.3f})'".format(*std) in out
   broken_only = tmp_path / "broken"
   broken_only.mkdir()
   (broken_only / "empty.stl").write_bytes(b"")
