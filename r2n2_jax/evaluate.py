@@ -34,9 +34,6 @@ from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
 from r2n2_jax import visualize
 from r2n2_jax.models import build_model
-from r2n2_jax.models.decoders import DECODERS
-from r2n2_jax.models.encoders import ENCODERS
-from r2n2_jax.models.recurrent import RecurrentGrid3D
 
 VIEW_COUNTS = (1, 2, 3, 4, 5, 8, 12, 16, 20)  # Reported where the data has that many views.
 THRESHOLD = 0.4  # R2N2 protocol threshold for the by-views/by-class figures, F-score and gallery.
@@ -104,30 +101,17 @@ def exit_with_error(program, error):
 
 
 def make_reconstruct_fns(model_config):
-  """Jitted (encode, decode) that split the R2N2 forward pass at the encoder features.
+  """Jitted (encode, decode): the R2N2 forward pass split at the encoder features.
 
   encode(params, views (B, V, 127, 127, 3)) -> features (B, V, F);
   decode(params, features, view_mask (B, V)) -> P(occupied) (B, 32, 32, 32).
   The encoder does not depend on the recurrence, so every view count is evaluated from ONE
   encoding of the largest view set (the 9 view counts would otherwise encode each view 9 times).
-  The submodules and parameter names are those of models.R2N2; a test pins that decode(encode())
-  equals model.apply.
   """
-  encoder = ENCODERS[model_config.encoder]()
-  recurrent = RecurrentGrid3D(model_config.cell, int(model_config.kernel_size))
-  decoder = DECODERS[model_config.decoder]()
-
-  @jax.jit
-  def encode(params, views):
-    b, v = views.shape[:2]
-    features = encoder.apply({"params": params["encoder"]}, views.reshape((b * v,) + views.shape[2:]))
-    return features.reshape(b, v, -1)
-
-  @jax.jit
-  def decode(params, features, view_mask):
-    h = recurrent.apply({"params": params["recurrent"]}, features, view_mask)
-    return metrics.occupancy_probability(decoder.apply({"params": params["decoder"]}, h))
-
+  model = build_model(model_config)
+  encode = jax.jit(lambda params, views: model.apply({"params": params}, views, method="encode"))
+  decode = jax.jit(lambda params, features, view_mask: metrics.occupancy_probability(
+      model.apply({"params": params}, features, view_mask, method="decode")))
   return encode, decode
 
 

@@ -13,7 +13,11 @@ DEFAULT_INPUT_STD = (0.164, 0.174, 0.204)
 
 
 class R2N2(nn.Module):
-  """views (B, V, 127, 127, 3) float32 in [0, 1], view_mask (B, V) bool -> logits (B, 32, 32, 32, 2)."""
+  """views (B, V, 127, 127, 3) float32 in [0, 1], view_mask (B, V) bool -> logits (B, 32, 32, 32, 2).
+
+  `encode` and `decode` split the forward pass at the per-view features, so that evaluation can
+  encode the views once and decode several view counts from them (`apply(..., method="encode")`).
+  """
   encoder: str = "simple"
   decoder: str = "simple"
   cell: str = "gru"
@@ -22,8 +26,13 @@ class R2N2(nn.Module):
   input_mean: tuple = DEFAULT_INPUT_MEAN  # Per-channel mean in [0, 1] subtracted from the views.
   input_std: tuple = DEFAULT_INPUT_STD  # Per-channel standard deviation the views are divided by.
 
-  @nn.compact
-  def __call__(self, views, view_mask):
+  def setup(self):
+    self.view_encoder = ENCODERS[self.encoder](name="encoder")
+    self.recurrence = RecurrentGrid3D(self.cell, self.kernel_size, name="recurrent")
+    self.voxel_decoder = DECODERS[self.decoder](conv3d_impl=self.conv3d_impl, name="decoder")
+
+  def encode(self, views):
+    """views (B, V, 127, 127, 3) in [0, 1] -> features (B, V, 1024)."""
     b, v = views.shape[:2]
     # Departure from DESIGN.md ("[0, 1], minus 0.5 is fine"): per-channel standardisation. On
     # mostly-white renders [0, 1] - 0.5 leaves the 0.1 biases dominant (encoder features vary
@@ -34,9 +43,12 @@ class R2N2(nn.Module):
     std = jnp.asarray(self.input_std, views.dtype)
     normalised = (views - mean) / std
     # The encoder does not depend on the recurrence: run it once on all B x V views.
-    features = ENCODERS[self.encoder](name="encoder")(
-        normalised.reshape((b * v,) + views.shape[2:]))
-    features = features.reshape(b, v, -1)
-    h = RecurrentGrid3D(self.cell, self.kernel_size, name="recurrent")(
-        features, jnp.asarray(view_mask, bool))
-    return DECODERS[self.decoder](conv3d_impl=self.conv3d_impl, name="decoder")(h)
+    features = self.view_encoder(normalised.reshape((b * v,) + views.shape[2:]))
+    return features.reshape(b, v, -1)
+
+  def decode(self, features, view_mask):
+    """features (B, V, F), view_mask (B, V) bool -> logits (B, 32, 32, 32, 2)."""
+    return self.voxel_decoder(self.recurrence(features, jnp.asarray(view_mask, bool)))
+
+  def __call__(self, views, view_mask):
+    return self.decode(self.encode(views), view_mask)
