@@ -56,7 +56,8 @@ def save(manager, step, state):
 
 
 def restore_variables(workdir, config, step=None):
-  """Model variables {"params": ...} of a checkpoint (default: the latest) and its step."""
+  """Model variables {"params": ...} of a checkpoint (default: the latest), on the default device,
+  and its step. (Host arrays would be copied into every jitted call: +50 ms per prediction.)"""
   from r2n2_jax import train  # Local import: train imports this module.
 
   directory = checkpoint_dir(workdir)
@@ -70,4 +71,4 @@ def restore_variables(workdir, config, step=None):
     abstract = jax.eval_shape(lambda: train.state_to_pytree(
         train.create_train_state(config, jax.random.key(0))))
     restored = restore(manager, abstract, step)
-  return {"params": restored["params"]}, step
+  return jax.device_put({"params": restored["params"]}), step
