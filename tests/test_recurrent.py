@@ -47,3 +47,19 @@ def test_gate_conv_parameters_and_output_are_those_of_nn_conv():
     np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(gate.apply(params, h), _NNConvGate().apply(reference, h),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_gate_input_projection_is_three_dense_layers_with_the_original_init():
+  """Per gate: Dense(features -> 4^3 x C, no bias), weights N(0, sqrt(2 / mean fan))."""
+  features = jax.random.normal(jax.random.key(4), (2, 3, 64))
+  projection = recurrent.GateInputProjection(channels=32)
+  params = projection.init(jax.random.key(0), features)
+  kernel = params["params"]["kernel"]
+  cells = recurrent.GRID ** 3 * 32
+  assert kernel.shape == (recurrent.NUM_GATES, cells, 64)
+  np.testing.assert_allclose(np.std(kernel), np.sqrt(2.0 / ((64 + cells) / 2)), rtol=0.05)
+  out = projection.apply(params, features)
+  assert out.shape == (2, 3, recurrent.NUM_GATES, 4, 4, 4, 32)
+  for g in range(recurrent.NUM_GATES):
+    dense = features @ kernel[g].T  # (2, 3, cells)
+    np.testing.assert_allclose(out[:, :, g].reshape(2, 3, cells), dense, rtol=1e-5, atol=1e-5)

@@ -29,9 +29,10 @@ def conv_kernel_grad(x, dy, kernel_shape, padding):
 
   x (B, *S, Cin), dy (B, *S_out, Cout), padding ((lo, hi),) * N -> (k_1, ..., k_N, Cin, Cout).
   dW[t] = sum_p xpad[p + t] dy[p]. For each tap of the leading kernel axes, the taps of the last
-  axis are stacked into the channels of dy (when it has at most a quarter of x's channels) or
-  else of x, and the positions are contracted in one matmul. XLA:CPU's own conv kernel gradients run far below matmul speed
-  (32^3 x 32 -> 2 channels, batch 4: 0.50 s -> 0.08 s; benchmarks/RESULTS.md).
+  axis are stacked into the channels of whichever of dy and x has fewer (the copy is smaller),
+  and the positions are contracted in one matmul. XLA:CPU's own conv kernel gradients run far
+  below matmul speed (32^3 grid, batch 4: 64 -> 32 channels 0.58 -> 0.31 s, 32 -> 2 channels
+  0.27 -> 0.05 s; benchmarks/RESULTS.md).
   """
   ks, (c, o) = tuple(kernel_shape[:-2]), tuple(kernel_shape[-2:])
   xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
@@ -39,7 +40,7 @@ def conv_kernel_grad(x, dy, kernel_shape, padding):
   grads = []
   for lead in itertools.product(*(range(k) for k in ks[:-1])):
     taps = [lead + (k,) for k in range(ks[-1])]
-    if 4 * o <= c:  # Move dy to each tap's offset in the padded frame: dW[t] = sum_q xpad[q] dy_t[q].
+    if o < c:  # Move dy to each tap's offset in the padded frame: dW[t] = sum_q xpad[q] dy_t[q].
       cols = [jnp.pad(dy, ((0, 0),) + tuple((t, p - s - t) for t, p, s in zip(tap, padded, out)) +
                       ((0, 0),)) for tap in taps]
       g = xp.reshape(-1, c).T @ jnp.stack(cols, -2).reshape(-1, len(taps) * o)

@@ -15,9 +15,9 @@ GRID = 4
 HIDDEN_CHANNELS = 128
 NUM_GATES = 3  # GRU: update, reset, candidate. The paper's LSTM: forget, input, cell.
 
-# Per-gate fans: in_axis=0 (features), out_axis=2 (grid cells x channels), gates are a batch axis.
+# Per-gate fans: in_axis=2 (features), out_axis=1 (grid cells x channels), gates are a batch axis.
 _gate_input_init = jax.nn.initializers.variance_scaling(
-    2.0, "fan_avg", "normal", in_axis=0, out_axis=2, batch_axis=1)
+    2.0, "fan_avg", "normal", in_axis=2, out_axis=1, batch_axis=0)
 _conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_avg", "normal")
 
 
@@ -29,8 +29,11 @@ class GateInputProjection(nn.Module):
   @nn.compact
   def __call__(self, x):
     cells = self.grid ** 3 * self.channels
-    kernel = self.param("kernel", _gate_input_init, (x.shape[-1], NUM_GATES, cells))
-    y = jnp.einsum("bvf,fgo->bvgo", x, kernel.astype(x.dtype))
+    # Stored (gates, cells, features), the output-major layout XLA:CPU's matmuls take as they are:
+    # with (features, gates, cells) every step copied the 100 MB kernel and Adam read its
+    # gradient transposed (0.38 s of a 3.6 s B4/V5 step, benchmarks/RESULTS.md).
+    kernel = self.param("kernel", _gate_input_init, (NUM_GATES, cells, x.shape[-1]))
+    y = jnp.einsum("bvf,gof->bvgo", x, kernel.astype(x.dtype))
     return y.reshape(y.shape[:3] + (self.grid,) * 3 + (self.channels,))
 
 
