@@ -2,6 +2,7 @@
 
   python benchmarks/train_step.py --config configs/simple_gru_k3.py \
       --batch_size 4 --views 5 [--vs-torch] [--all-variants] [--views 1,5,20] [--steps 5]
+      [--dtype bfloat16]
 
 Prints per case: median step time, views/s, XLA-counted FLOPs per step (compiled cost_analysis),
 achieved FLOP/s and its fraction of this machine's dense matmul FLOP/s (measured in this run).
@@ -52,6 +53,7 @@ def main():
   parser.add_argument("--steps", type=int, default=5, help="timed steps per case (median)")
   parser.add_argument("--vs-torch", action="store_true")
   parser.add_argument("--all-variants", action="store_true")
+  parser.add_argument("--dtype", default="float32", help="config.model.dtype of the JAX step")
   args = parser.parse_args()
 
   configs_dir = os.path.dirname(os.path.abspath(args.config))
@@ -61,7 +63,8 @@ def main():
   print(f"backend {jax.default_backend()}, dense matmul {peak / 1e9:.0f} GFLOP/s")
   for path in paths:
     config = common.load_config(path)
-    name = os.path.basename(path)[:-3]
+    config.model.dtype = args.dtype
+    name = os.path.basename(path)[:-3] + ("" if args.dtype == "float32" else f" {args.dtype}")
     for views in (int(v) for v in args.views.split(",")):
       fns = {}
       fns["jax"], flops = jax_step_fn(config, args.batch_size, views)

@@ -20,6 +20,7 @@ def get_config(arg=None):
   config.model.conv3d_impl = "auto"  # Decoder 3D convs: "xla", "depth2d" (2D convs) or "auto".
   config.model.input_mean = (0.877, 0.868, 0.845)  # Per-channel mean of your views, in [0, 1].
   config.model.input_std = (0.164, 0.174, 0.204)  # Per-channel std; encoder sees (x - mean) / std.
+  config.model.dtype = "float32"  # Compute dtype; "bfloat16" is an opt-in for GPUs (params f32).
 
   # --- Data ---
   config.dataset = "procedural"  # "procedural" (built on first use) or a TFDS dataset directory.

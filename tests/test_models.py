@@ -103,3 +103,30 @@ def test_default_normalisation_fits_procedural_views(tiny_config):
   gates = np.asarray(state["intermediates"]["recurrent"]["input_projection"]["__call__"][0])
   assert features.std(0).mean() > 0.2 * np.abs(features).mean()  # Features depend on the view.
   assert np.mean(np.abs(gates) > 4) < 0.01  # Sigmoid/tanh gates are not saturated.
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+  """The opt-in bf16 mode: the same float32 parameters, float32 logits, probabilities close to
+  float32's, finite float32 gradients; unknown dtypes are refused."""
+  from r2n2_jax import metrics
+
+  config = _model_config(kernel_size=3)
+  rng = np.random.default_rng(0)
+  views = jnp.asarray(rng.random((1, 2, 127, 127, 3)), jnp.float32)
+  mask = jnp.ones((1, 2), bool)
+  voxels = jnp.asarray(rng.random((1, 32, 32, 32)) < 0.2)
+  variables = build_model(config).init(jax.random.key(0), views, mask)
+  fp32 = build_model(config).apply(variables, views, mask)
+  config.dtype = "bfloat16"
+  model = build_model(config)
+  bf16 = model.apply(variables, views, mask)
+  assert bf16.dtype == jnp.float32
+  diff = np.abs(metrics.occupancy_probability(bf16) - metrics.occupancy_probability(fp32))
+  assert diff.max() < 0.02 and diff.mean() < 0.005
+  grads = jax.grad(lambda p: metrics.voxel_cross_entropy(
+      model.apply({"params": p}, views, mask), voxels).mean())(variables["params"])
+  for g in jax.tree.leaves(grads):
+    assert g.dtype == jnp.float32 and np.all(np.isfinite(g))
+  config.dtype = "float16"
+  with pytest.raises(ValueError, match="config.model.dtype"):
+    build_model(config)

@@ -3,9 +3,15 @@
 from r2n2_jax.models.r2n2 import DEFAULT_INPUT_MEAN, DEFAULT_INPUT_STD, R2N2
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 def build_model(model_config):
   """Returns the R2N2 Module described by `model_config` (encoder, decoder, cell, kernel_size,
-  conv3d_impl, input_mean, input_std)."""
+  conv3d_impl, input_mean, input_std, dtype)."""
+  dtype = model_config.get("dtype", "float32")
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
   return R2N2(
       encoder=model_config.encoder,
       decoder=model_config.decoder,
@@ -14,6 +20,7 @@ def build_model(model_config):
       conv3d_impl=model_config.get("conv3d_impl", "auto"),
       input_mean=tuple(float(c) for c in model_config.get("input_mean", DEFAULT_INPUT_MEAN)),
       input_std=tuple(float(c) for c in model_config.get("input_std", DEFAULT_INPUT_STD)),
+      dtype=dtype,
   )
 
 

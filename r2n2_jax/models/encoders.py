@@ -21,7 +21,7 @@ class SimpleEncoder(nn.Module):
       x = Conv(f, (k, k), name=f"conv{i + 1}")(x)
       x = leaky_relu(max_pool_2x2_pad1(x))
     x = x.reshape(x.shape[0], -1)
-    return leaky_relu(Dense(self.feature_dim, name="fc")(x))
+    return leaky_relu(Dense(self.feature_dim, dtype=x.dtype, name="fc")(x))
 
 
 class ResidualEncoder(nn.Module):
@@ -45,7 +45,7 @@ class ResidualEncoder(nn.Module):
         y = y + x
       x = max_pool_2x2_pad1(y)
     x = x.reshape(x.shape[0], -1)
-    return leaky_relu(Dense(self.feature_dim, name="fc")(x))
+    return leaky_relu(Dense(self.feature_dim, dtype=x.dtype, name="fc")(x))
 
 
 ENCODERS = {"simple": SimpleEncoder, "residual": ResidualEncoder}

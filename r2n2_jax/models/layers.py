@@ -43,11 +43,13 @@ def conv_kernel_grad(x, dy, kernel_shape, padding):
     if o < c:  # Move dy to each tap's offset in the padded frame: dW[t] = sum_q xpad[q] dy_t[q].
       cols = [jnp.pad(dy, ((0, 0),) + tuple((t, p - s - t) for t, p, s in zip(tap, padded, out)) +
                       ((0, 0),)) for tap in taps]
-      g = xp.reshape(-1, c).T @ jnp.stack(cols, -2).reshape(-1, len(taps) * o)
+      g = jnp.matmul(xp.reshape(-1, c).T, jnp.stack(cols, -2).reshape(-1, len(taps) * o),
+                     preferred_element_type=jnp.float32)
       g = g.reshape(c, len(taps), o).transpose(1, 0, 2)
     else:  # Slice x at each tap's offset: dW[t] = sum_p xpad[p + t] dy[p].
       cols = [xp[(slice(None),) + tuple(slice(t, t + s) for t, s in zip(tap, out))] for tap in taps]
-      g = jnp.stack(cols, -2).reshape(-1, len(taps) * c).T @ dy.reshape(-1, o)
+      g = jnp.matmul(jnp.stack(cols, -2).reshape(-1, len(taps) * c).T, dy.reshape(-1, o),
+                     preferred_element_type=jnp.float32)
     grads.append(g)
   return jnp.stack(grads).reshape(kernel_shape)
 
@@ -71,12 +73,15 @@ def _conv2d_fwd(x, kernel):
 
 
 def _conv2d_bwd(residuals, dy):
-  # The input gradient is XLA's; the kernel gradient is `conv_kernel_grad`'s matmuls, faster
-  # than XLA:CPU's own 2D or depth-1 3D kernel gradients (benchmarks/RESULTS.md). Same math.
+  # The input gradient is XLA's. On CPU the kernel gradient is `conv_kernel_grad`'s matmuls,
+  # faster than XLA:CPU's own (benchmarks/RESULTS.md); elsewhere XLA's. Same math.
   x, kernel = residuals
   _, x_vjp = jax.vjp(lambda x_: _xla_conv2d(x_, kernel), x)
+  if jax.default_backend() != "cpu":
+    _, k_vjp = jax.vjp(lambda k_: _xla_conv2d(x, k_), kernel)
+    return x_vjp(dy)[0], k_vjp(dy)[0]
   same = tuple(((k - 1) // 2, k // 2) for k in kernel.shape[:2])
-  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, same)
+  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, same).astype(kernel.dtype)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -189,7 +194,7 @@ def _depth2d_bwd(padding, residuals, dy):
   # slow, so that part is `conv_kernel_grad`'s matmuls. Both are exact gradients of the same map.
   x, kernel = residuals
   _, x_vjp = jax.vjp(lambda x_: _depth2d_conv3d_forward(x_, kernel, padding), x)
-  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, padding)
+  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, padding).astype(kernel.dtype)
 
 
 _depth2d_conv3d.defvjp(_depth2d_fwd, _depth2d_bwd)

@@ -72,7 +72,7 @@ class GateConv(nn.Module):
     kernel = _ConvKernel((k, k, k, h.shape[-1], self.channels), name="conv")()
     y = same_conv3d_as_matmul(h, kernel.astype(h.dtype))
     bias = self.param("bias", jax.nn.initializers.constant(BIAS_INIT), (self.channels,))
-    return y + bias
+    return y + bias.astype(y.dtype)
 
 
 def _masked(mask, new, old):
