@@ -29,11 +29,13 @@ class GateInputProjection(nn.Module):
   @nn.compact
   def __call__(self, x):
     cells = self.grid ** 3 * self.channels
-    # Stored (gates, cells, features), the output-major layout XLA:CPU's matmuls take as they are:
-    # with (features, gates, cells) every step copied the 100 MB kernel and Adam read its
-    # gradient transposed (0.38 s of a 3.6 s B4/V5 step, benchmarks/RESULTS.md).
+    # Stored (gates, cells, features) and used as the matmul's left operand: XLA:CPU then reads
+    # the 100 MB kernel in place. As (features, gates, cells), every step copied it and Adam read
+    # its gradient transposed (~1 s of a 3.6 s B4/V5 step); as the right operand (an einsum),
+    # every forward pass copied it (+50 ms per prediction). benchmarks/RESULTS.md.
     kernel = self.param("kernel", _gate_input_init, (NUM_GATES, cells, x.shape[-1]))
-    y = jnp.einsum("bvf,gof->bvgo", x, kernel.astype(x.dtype))
+    y = jax.lax.dot_general(kernel.astype(x.dtype), x, (((2,), (2,)), ((), ())))  # (3, O, B, V)
+    y = y.transpose(2, 3, 0, 1)
     return y.reshape(y.shape[:3] + (self.grid,) * 3 + (self.channels,))
 
 
