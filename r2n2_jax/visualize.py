@@ -71,9 +71,13 @@ def render_voxels(voxels, size=RENDER_SIZE, azimuth=35.0, elevation=25.0):
 def save_iou_curves(curves, path, title="IoU@0.4 vs number of views"):
   """Plots {label: {n_views: iou}} as one line each and writes a PNG."""
   fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+  all_views = set()
   for label, curve in curves.items():
     views = sorted(int(n) for n in curve)
+    all_views.update(views)
     ax.plot(views, [curve[str(n)] for n in views], marker="o", label=label)
+  ax.set_xticks(sorted(all_views))  # View counts are integers.
+  ax.set_ylim(0, 1)
   ax.set_xlabel("number of views")
   ax.set_ylabel("mean IoU @ 0.4")
   ax.set_title(title)
