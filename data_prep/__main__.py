@@ -77,7 +77,11 @@ def main(argv=None):
   print(report)
   print(f"Dataset written to {dataset_dir}")
   from r2n2_jax import input_pipeline  # The model's input normalisation for this data.
-  mean, std = input_pipeline.view_statistics(dataset_dir)
+  try:
+    mean, std = input_pipeline.view_statistics(dataset_dir)
+  except ValueError as e:  # No (or an empty) train split: nothing to measure.
+    print(f"Train with: --config.dataset={dataset_dir} (input statistics not measured: {e})")
+    return 0
   fmt = lambda v: "(" + ",".join(f"{c:.3f}" for c in v) + ")"
   print(f"Train with: --config.dataset={dataset_dir} --config.model.input_mean='{fmt(mean)}' "
         f"--config.model.input_std='{fmt(std)}'")

@@ -1,6 +1,7 @@
 """Input pipeline: view draws, masks, crops, backgrounds, determinism by step, host shards."""
 
 import numpy as np
+import pytest
 
 from data_prep import records
 from r2n2_jax import input_pipeline
@@ -109,3 +110,16 @@ def test_composite_background_uses_alpha():
   assert out[0, 0].tolist() == [10, 20, 30]
   assert out[0, 1].tolist() == [240, 240, 240]
   assert out[1, 0].tolist() == [round(240 * 127 / 255)] * 3
+
+
+def test_view_statistics_are_the_pixel_mean_and_std(tiny_config):
+  data_dir = input_pipeline.dataset_dir(tiny_config)
+  source = records.load_split(data_dir, "validation")
+  pixels = np.concatenate([
+      input_pipeline.preprocess_eval_views(source[i]["views"], np.arange(tiny_config.procedural.views))
+      for i in range(len(source))]).reshape(-1, 3).astype(np.float64)
+  mean, std = input_pipeline.view_statistics(data_dir, "validation")
+  np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(std, pixels.std(0), rtol=1e-5)
+  with pytest.raises(ValueError, match="nosuch"):
+    input_pipeline.view_statistics(data_dir, "nosuch")
