@@ -24,67 +24,9 @@ def leaky_relu(x):
   return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
 
 
-def conv_kernel_grad(x, dy, kernel_shape, padding):
-  """The kernel gradient of a stride-1 N-d cross-correlation, as matmuls over all positions.
-
-  x (B, *S, Cin), dy (B, *S_out, Cout), padding ((lo, hi),) * N -> (k_1, ..., k_N, Cin, Cout).
-  dW[t] = sum_p xpad[p + t] dy[p]. For each tap of the leading kernel axes, the taps of the last
-  axis are stacked into the channels of whichever of dy and x has fewer (the copy is smaller),
-  and the positions are contracted in one matmul. XLA:CPU's own conv kernel gradients run far
-  below matmul speed (32^3 grid, batch 4: 64 -> 32 channels 0.58 -> 0.31 s, 32 -> 2 channels
-  0.27 -> 0.05 s; benchmarks/RESULTS.md).
-  """
-  ks, (c, o) = tuple(kernel_shape[:-2]), tuple(kernel_shape[-2:])
-  xp = jnp.pad(x, ((0, 0),) + tuple(padding) + ((0, 0),))
-  out, padded = dy.shape[1:-1], xp.shape[1:-1]
-  grads = []
-  for lead in itertools.product(*(range(k) for k in ks[:-1])):
-    taps = [lead + (k,) for k in range(ks[-1])]
-    if o < c:  # Move dy to each tap's offset in the padded frame: dW[t] = sum_q xpad[q] dy_t[q].
-      cols = [jnp.pad(dy, ((0, 0),) + tuple((t, p - s - t) for t, p, s in zip(tap, padded, out)) +
-                      ((0, 0),)) for tap in taps]
-      g = jnp.matmul(xp.reshape(-1, c).T, jnp.stack(cols, -2).reshape(-1, len(taps) * o),
-                     preferred_element_type=jnp.float32)
-      g = g.reshape(c, len(taps), o).transpose(1, 0, 2)
-    else:  # Slice x at each tap's offset: dW[t] = sum_p xpad[p + t] dy[p].
-      cols = [xp[(slice(None),) + tuple(slice(t, t + s) for t, s in zip(tap, out))] for tap in taps]
-      g = jnp.matmul(jnp.stack(cols, -2).reshape(-1, len(taps) * c).T, dy.reshape(-1, o),
-                     preferred_element_type=jnp.float32)
-    grads.append(g)
-  return jnp.stack(grads).reshape(kernel_shape)
-
-
-def _xla_conv2d(x, kernel):
+def _conv2d(x, kernel, padding="SAME"):
   return jax.lax.conv_general_dilated(
-      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@jax.custom_vjp
-def conv2d(x, kernel):
-  """Stride-1 'SAME' 2D cross-correlation, no bias: (N, H, W, Cin), (kh, kw, Cin, Cout) -> ...
-
-  Exactly lax's 2D conv; only the kernel gradient is computed differently (see _conv2d_bwd).
-  """
-  return _xla_conv2d(x, kernel)
-
-
-def _conv2d_fwd(x, kernel):
-  return _xla_conv2d(x, kernel), (x, kernel)
-
-
-def _conv2d_bwd(residuals, dy):
-  # The input gradient is XLA's. On CPU the kernel gradient is `conv_kernel_grad`'s matmuls,
-  # faster than XLA:CPU's own (benchmarks/RESULTS.md); elsewhere XLA's. Same math.
-  x, kernel = residuals
-  _, x_vjp = jax.vjp(lambda x_: _xla_conv2d(x_, kernel), x)
-  if jax.default_backend() != "cpu":
-    _, k_vjp = jax.vjp(lambda k_: _xla_conv2d(x, k_), kernel)
-    return x_vjp(dy)[0], k_vjp(dy)[0]
-  same = tuple(((k - 1) // 2, k // 2) for k in kernel.shape[:2])
-  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, same).astype(kernel.dtype)
-
-
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+      x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class Conv(nn.Module):
@@ -97,7 +39,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", weight_init, tuple(self.kernel_size) + (x.shape[-1],
                                                                           self.features))
     bias = self.param("bias", bias_init, (self.features,))
-    return conv2d(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+    return _conv2d(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
 
 
 Dense = functools.partial(nn.Dense, kernel_init=weight_init, bias_init=bias_init)
@@ -165,39 +107,25 @@ def _xla_conv3d(x, kernel, padding):
       x, kernel, (1, 1, 1), padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
 
 
-def _depth2d_conv3d_forward(x, kernel, padding):
-  """The 3D conv as a sum over depth taps of 2D convs with depth folded into the batch."""
-  b, d = x.shape[:2]
-  kd = kernel.shape[0]
-  lo, hi = padding[0]
-  xp = jnp.pad(x, [(0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)])
-  d_out = d + lo + hi - kd + 1
-  y = 0
-  for k in range(kd):
-    xs = xp[:, k:k + d_out].reshape((b * d_out,) + x.shape[2:])
-    y = y + jax.lax.conv_general_dilated(
-        xs, kernel[k], (1, 1), padding[1:], dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y.reshape((b, d_out) + y.shape[1:])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _depth2d_conv3d(x, kernel, padding):
-  return _depth2d_conv3d_forward(x, kernel, padding)
+  """The 3D conv as one 2D conv over all (batch x padded depth) slices, depth taps as channels.
 
-
-def _depth2d_fwd(x, kernel, padding):
-  return _depth2d_conv3d_forward(x, kernel, padding), (x, kernel)
-
-
-def _depth2d_bwd(padding, residuals, dy):
-  # The input gradient is fast in the 2D form too; XLA:CPU's kernel gradients (2D or 3D) are
-  # slow, so that part is `conv_kernel_grad`'s matmuls. Both are exact gradients of the same map.
-  x, kernel = residuals
-  _, x_vjp = jax.vjp(lambda x_: _depth2d_conv3d_forward(x_, kernel, padding), x)
-  return x_vjp(dy)[0], conv_kernel_grad(x, dy, kernel.shape, padding).astype(kernel.dtype)
-
-
-_depth2d_conv3d.defvjp(_depth2d_fwd, _depth2d_bwd)
+  The kernel's depth taps are stacked into the output channels of a 2D conv run on every padded
+  depth slice, and each tap's output is read back at its depth offset and summed: one wide conv
+  whose input is the padded tensor itself (no per-tap slices), at the cost of the padding slices'
+  FLOPs (+6% on the 32^3 grid). Faster on CPU than the 3D conv, and than one 2D conv per tap
+  (benchmarks/RESULTS.md).
+  """
+  b, d = x.shape[:2]
+  kd, o = kernel.shape[0], kernel.shape[-1]
+  lo, hi = padding[0]
+  dp = d + lo + hi
+  d_out = dp - kd + 1
+  xp = jnp.pad(x, [(0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)]).reshape((b * dp,) + x.shape[2:])
+  taps_as_channels = kernel.transpose(1, 2, 3, 0, 4).reshape(kernel.shape[1:4] + (kd * o,))
+  y = _conv2d(xp, taps_as_channels, padding[1:])
+  y = y.reshape((b, dp) + y.shape[1:3] + (kd, o))
+  return sum(y[:, k:k + d_out, :, :, k] for k in range(kd))
 
 
 def resolve_conv3d_impl(impl):

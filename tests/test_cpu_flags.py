@@ -1,0 +1,38 @@
+"""The XLA:CPU convolution setting is added once, never over the user's own."""
+
+import os
+
+import jaxlib.version
+import pytest
+
+from r2n2_jax import cpu_flags
+
+MEASURED = jaxlib.version.__version__.startswith(cpu_flags.MEASURED_JAXLIB)
+
+
+@pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
+def test_adds_flag_to_existing_flags_once():
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  assert cpu_flags.prefer_eigen_convolutions(env)
+  assert env["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                              "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce")
+  assert not cpu_flags.prefer_eigen_convolutions(env)
+  assert env["XLA_FLAGS"].count("ynn_fusion_type") == 1
+
+
+def test_keeps_the_users_setting():
+  env = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=individual_dot"}
+  assert not cpu_flags.prefer_eigen_convolutions(env)
+  assert env["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+
+
+def test_unmeasured_jaxlib_is_left_alone(monkeypatch):
+  monkeypatch.setattr(jaxlib.version, "__version__", "0.99.0")
+  env = {}
+  assert not cpu_flags.prefer_eigen_convolutions(env)
+  assert env == {}
+
+
+@pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
+def test_importing_the_package_set_it_for_this_process():
+  assert "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce" in os.environ["XLA_FLAGS"]
