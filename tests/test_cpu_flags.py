@@ -1,6 +1,8 @@
 """The XLA:CPU convolution setting is added once, never over the user's own."""
 
 import os
+import subprocess
+import sys
 
 import jaxlib.version
 import pytest
@@ -36,3 +38,17 @@ def test_unmeasured_jaxlib_is_left_alone(monkeypatch):
 @pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
 def test_importing_the_package_set_it_for_this_process():
   assert "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce" in os.environ["XLA_FLAGS"]
+
+
+@pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
+def test_warns_when_jax_started_first(tmp_path):
+  """In a fresh process that uses jax before importing r2n2_jax, the late setting is reported."""
+  script = "import jax; jax.devices(); import r2n2_jax"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-W", "always", "-c", script], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, check=True)
+  assert "too late" in out.stderr
+  quiet = subprocess.run([sys.executable, "-W", "always", "-c", "import r2n2_jax; import jax; "
+                          "jax.devices()"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True)
+  assert "too late" not in quiet.stderr
