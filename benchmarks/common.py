@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import statistics
 import sys
 import time
@@ -36,6 +37,15 @@ def jax_batch(batch, views, seed=0):
   return {"views": rng.integers(0, 256, (batch, views, 127, 127, 3), dtype=np.uint8),
           "view_mask": np.ones((batch, views), bool),
           "voxels": rng.random((batch, 32, 32, 32)) < 0.3}
+
+
+def xla_cpu_convolutions():
+  """Which XLA:CPU library runs the float32 convolutions in this process, from XLA_FLAGS."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  match = re.search(r"--xla_cpu_experimental_ynn_fusion_type=(\S*)", flags)
+  if match is None:
+    return "jaxlib default (YNNPACK on jaxlib 0.10)"
+  return "YNNPACK" if "individual_convolution" in match.group(1) else "Eigen"
 
 
 def timed(fn):

@@ -55,7 +55,8 @@ def main():
 
   config = common.load_config(args.config)
   name = os.path.basename(args.config)[:-3]
-  print(f"backend {jax.default_backend()}, {os.cpu_count()} CPU cores")
+  print(f"backend {jax.default_backend()}, {os.cpu_count()} CPU cores, CPU convolutions: "
+        f"{common.xla_cpu_convolutions()}")
   for views in (int(v) for v in args.views.split(",")):
     fns = {"jax": jax_predict_fn(config, views)}
     if args.vs_torch:

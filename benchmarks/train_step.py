@@ -60,7 +60,8 @@ def main():
   paths = ([os.path.join(configs_dir, v + ".py") for v in common.VARIANTS] if args.all_variants
            else [args.config])
   peak = common.matmul_flops_per_s()
-  print(f"backend {jax.default_backend()}, dense matmul {peak / 1e9:.0f} GFLOP/s")
+  print(f"backend {jax.default_backend()}, dense matmul {peak / 1e9:.0f} GFLOP/s, "
+        f"CPU convolutions: {common.xla_cpu_convolutions()}")
   for path in paths:
     config = common.load_config(path)
     config.model.dtype = args.dtype
