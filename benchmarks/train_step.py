@@ -2,12 +2,13 @@
 
   python benchmarks/train_step.py --config configs/simple_gru_k3.py \
       --batch_size 4 --views 5 [--vs-torch] [--all-variants] [--views 1,5,20] [--steps 5]
-      [--dtype bfloat16]
+      [--dtype bfloat16] [--memory]
 
 Prints per case: median step time, views/s, XLA-counted FLOPs per step (compiled cost_analysis),
 achieved FLOP/s and its fraction of this machine's dense matmul FLOP/s (measured in this run).
 With --vs-torch the PyTorch twin (benchmarks/torch_reference.py) runs interleaved with the JAX
-step and the speed-up (torch time / JAX time) is printed.
+step and the speed-up (torch time / JAX time) is printed. With --memory each case is only compiled
+and XLA's buffer plan (temporaries, arguments) is printed: e.g. whether batch 64 x 20 views fits.
 """
 
 import argparse
@@ -36,6 +37,16 @@ def jax_step_fn(config, batch_size, views):
   return run, common.compiled_flops(compiled)
 
 
+def compiled_memory(config, batch_size, views):
+  """XLA's buffer plan of the train step, compiled but not run: (temporaries, arguments) bytes."""
+  state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0)))
+  batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                       common.jax_batch(batch_size, views))
+  compiled = jax.jit(train.train_step, donate_argnums=(0,)).lower(state, batch).compile()
+  memory = compiled.memory_analysis()
+  return memory.temp_size_in_bytes, memory.argument_size_in_bytes
+
+
 def torch_step_fn(config, batch_size, views):
   import torch_reference as tr  # pylint: disable=import-outside-toplevel
   model = tr.build(config.model)
@@ -54,6 +65,8 @@ def main():
   parser.add_argument("--vs-torch", action="store_true")
   parser.add_argument("--all-variants", action="store_true")
   parser.add_argument("--dtype", default="float32", help="config.model.dtype of the JAX step")
+  parser.add_argument("--memory", action="store_true",
+                      help="only compile each case and print XLA's memory plan (no timing)")
   args = parser.parse_args()
 
   configs_dir = os.path.dirname(os.path.abspath(args.config))
@@ -67,6 +80,12 @@ def main():
     config.model.dtype = args.dtype
     name = os.path.basename(path)[:-3] + ("" if args.dtype == "float32" else f" {args.dtype}")
     for views in (int(v) for v in args.views.split(",")):
+      if args.memory:
+        temp, arguments = compiled_memory(config, args.batch_size, views)
+        print(f"{name} B={args.batch_size} V={views}: {temp / 1e9:.1f} GB of temporaries, "
+              f"{arguments / 1e9:.1f} GB of arguments (XLA {jax.default_backend()} plan)",
+              flush=True)
+        continue
       fns = {}
       fns["jax"], flops = jax_step_fn(config, args.batch_size, views)
       if args.vs_torch:
