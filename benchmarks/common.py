@@ -41,8 +41,8 @@ def jax_batch(batch, views, seed=0):
 
 def xla_cpu_convolutions():
   """Which XLA:CPU library runs the float32 convolutions in this process, from XLA_FLAGS."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  match = re.search(r"--xla_cpu_experimental_ynn_fusion_type=(\S*)", flags)
+  from r2n2_jax import cpu_flags  # pylint: disable=import-outside-toplevel
+  match = re.search(re.escape(cpu_flags.YNN_FLAG) + r"=(\S*)", os.environ.get("XLA_FLAGS", ""))
   if match is None:
     return "jaxlib default (YNNPACK on jaxlib 0.10)"
   return "YNNPACK" if "individual_convolution" in match.group(1) else "Eigen"

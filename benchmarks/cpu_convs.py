@@ -16,9 +16,12 @@ import os
 import subprocess
 import sys
 
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+import common  # Also puts the repository root on sys.path.
+
+from r2n2_jax import cpu_flags  # noqa: E402
+
 SETTINGS = {"YNNPACK (jaxlib default)": "individual_dot,individual_convolution,reduce",
-            "Eigen (r2n2_jax)": "individual_dot,reduce"}
+            "Eigen (r2n2_jax)": cpu_flags.YNN_FUSION_TYPES}
 # (name, input (N, H, W, Cin), kernel (k, k, Cin, Cout)).
 SHAPES = (("conv1 7x7 127^2 3->96", (20, 127, 127, 3), (7, 7, 3, 96)),
           ("conv1b 127^2 96->96 (residual)", (20, 127, 127, 96), (3, 3, 96, 96)),
@@ -35,7 +38,6 @@ SHAPES = (("conv1 7x7 127^2 3->96", (20, 127, 127, 3), (7, 7, 3, 96)),
 def measure(repeats):
   """{shape name: [forward, input grad, kernel grad] ms} in this process's XLA setting."""
   import jax  # pylint: disable=import-outside-toplevel
-  import common  # pylint: disable=import-outside-toplevel
 
   def conv(x, k):
     return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
@@ -68,7 +70,7 @@ def main():
     return
   runs = {}
   for label, types in SETTINGS.items():
-    env = dict(os.environ, XLA_FLAGS=f"{YNN_FLAG}={types}", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"{cpu_flags.YNN_FLAG}={types}", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, __file__, "--child", "1", "--repeats",
                           str(args.repeats)], env=env, check=True, capture_output=True, text=True)
     runs[label] = json.loads(out.stdout.strip().splitlines()[-1])

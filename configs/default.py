@@ -6,6 +6,8 @@ Variants import this and override a few fields. `get_config("tiny")` shrinks dat
 
 import ml_collections
 
+from r2n2_jax.models.r2n2 import DEFAULT_INPUT_MEAN, DEFAULT_INPUT_STD
+
 
 def get_config(arg=None):
   """Returns the default config; `arg` is a comma-separated list of variants (e.g. "tiny")."""
@@ -18,8 +20,8 @@ def get_config(arg=None):
   config.model.cell = "gru"  # 3D recurrent cell: "gru" or "lstm" (the paper's, no output gate).
   config.model.kernel_size = 3  # Recurrent Conv3D kernel on the 4^3 hidden grid: 1 or 3.
   config.model.conv3d_impl = "auto"  # Decoder 3D convs: "xla", "depth2d" (2D convs) or "auto".
-  config.model.input_mean = (0.877, 0.868, 0.845)  # Per-channel mean of your views, in [0, 1].
-  config.model.input_std = (0.164, 0.174, 0.204)  # Per-channel std; encoder sees (x - mean) / std.
+  config.model.input_mean = DEFAULT_INPUT_MEAN  # Per-channel mean of your views, in [0, 1].
+  config.model.input_std = DEFAULT_INPUT_STD  # Per-channel std; encoder sees (x - mean) / std.
   config.model.dtype = "float32"  # Compute dtype; "bfloat16" is an opt-in for GPUs (params f32).
 
   # --- Data ---
