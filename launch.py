@@ -12,6 +12,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from r2n2_jax import cpu_flags
 from r2n2_jax import train
 
 FLAGS = flags.FLAGS
@@ -47,4 +48,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   app.run(main)

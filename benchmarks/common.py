@@ -1,6 +1,7 @@
 """Shared helpers of the benchmarks: config loading, batches, timing, machine matmul FLOP/s."""
 
 import importlib.util
+import multiprocessing
 import os
 import re
 import statistics
@@ -48,6 +49,44 @@ def xla_cpu_convolutions():
   return "YNNPACK" if "individual_convolution" in match.group(1) else "Eigen"
 
 
+def malloc_setting():
+  """How glibc malloc runs in this process (r2n2_jax.cpu_flags: huge pages unless the user chose)."""
+  tunables = os.environ.get("GLIBC_TUNABLES")
+  return f"GLIBC_TUNABLES={tunables}" if tunables else "glibc default (no GLIBC_TUNABLES)"
+
+
+def _serve(conn, factory, args):
+  fn, info = factory(*args)
+  conn.send(info)
+  while conn.recv():
+    fn()
+    conn.send(None)
+
+
+class InSubprocess:
+  """`factory(*args)` -> (fn, info) built in a child process; calling this runs fn() there once.
+
+  The other framework of a side-by-side comparison runs here, so that each has its own process
+  (allocator, thread pools) as a user's run would, while their calls still alternate in time.
+  The child inherits this process's environment. `info` is the factory's second result.
+  """
+
+  def __init__(self, factory, *args):
+    context = multiprocessing.get_context("spawn")
+    self._conn, child_conn = context.Pipe()
+    self._process = context.Process(target=_serve, args=(child_conn, factory, args), daemon=True)
+    self._process.start()
+    self.info = self._conn.recv()
+
+  def __call__(self):
+    self._conn.send(True)
+    return self._conn.recv()
+
+  def close(self):
+    self._conn.send(False)
+    self._process.join()
+
+
 def timed(fn):
   """Seconds of one blocking call of fn()."""
   start = time.perf_counter()
@@ -55,16 +94,19 @@ def timed(fn):
   return time.perf_counter() - start
 
 
-def interleaved_medians(fns, repeats):
-  """Runs the callables of `fns` (name -> fn) in turn `repeats` times; median seconds per name.
+def block_medians(fns, repeats):
+  """Runs each callable of `fns` (name -> fn) in its own block: one untimed call, then `repeats`
+  timed ones; median seconds per name.
 
-  Alternating them gives each the same share of a shared machine's noise, so ratios are fair.
+  Blocks, not call-by-call alternation: with huge-page malloc, the first call of one framework
+  after the other's ran is slower (simple_gru_k3 B4/V5 JAX step 1.5 -> 2.0-2.1 s, the extra
+  almost all system time), which alternation would put in every call.
   """
-  times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      times[name].append(timed(fn))
-  return {name: statistics.median(t) for name, t in times.items()}
+  times = {}
+  for name, fn in fns.items():
+    timed(fn)
+    times[name] = statistics.median(timed(fn) for _ in range(repeats))
+  return times
 
 
 def matmul_flops_per_s(n=2048, repeats=5):

@@ -68,6 +68,7 @@ def main():
   if args.child:
     print(json.dumps(measure(args.repeats)))
     return
+  print(f"malloc: {common.malloc_setting()}")
   runs = {}
   for label, types in SETTINGS.items():
     env = dict(os.environ, XLA_FLAGS=f"{cpu_flags.YNN_FLAG}={types}", JAX_PLATFORMS="cpu")
@@ -85,4 +86,5 @@ def main():
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   main()

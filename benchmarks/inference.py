@@ -4,7 +4,8 @@
       [--vs-torch]
 
 Prints per view count the median latency of one forward pass (views -> occupancy probabilities)
-and, with --vs-torch, PyTorch's (torch.inference_mode, oneDNN) and the speed-up.
+and, with --vs-torch, PyTorch's (torch.inference_mode, oneDNN; in a child process with the same
+environment, right after the JAX calls) and the speed-up.
 """
 
 import argparse
@@ -15,6 +16,7 @@ import numpy as np
 
 import common  # Also puts the repository root on sys.path.
 
+from r2n2_jax import cpu_flags  # noqa: E402
 from r2n2_jax import metrics  # noqa: E402
 from r2n2_jax.models import build_model  # noqa: E402
 
@@ -42,7 +44,7 @@ def torch_predict_fn(config, views):
       return torch.softmax(model(x, mask), dim=1)[:, 1].numpy()
 
   run()  # Warm-up.
-  return run
+  return run, tr.num_params(model)
 
 
 def main():
@@ -56,12 +58,14 @@ def main():
   config = common.load_config(args.config)
   name = os.path.basename(args.config)[:-3]
   print(f"backend {jax.default_backend()}, {os.cpu_count()} CPU cores, CPU convolutions: "
-        f"{common.xla_cpu_convolutions()}")
+        f"{common.xla_cpu_convolutions()}, malloc: {common.malloc_setting()}")
   for views in (int(v) for v in args.views.split(",")):
     fns = {"jax": jax_predict_fn(config, views)}
     if args.vs_torch:
-      fns["torch"] = torch_predict_fn(config, views)
-    t = common.interleaved_medians(fns, args.repeats)
+      fns["torch"] = common.InSubprocess(torch_predict_fn, config, views)
+    t = common.block_medians(fns, args.repeats)
+    if args.vs_torch:
+      fns["torch"].close()
     line = f"{name} B=1 V={views}: jax {t['jax'] * 1e3:.1f} ms"
     if args.vs_torch:
       line += f"; torch {t['torch'] * 1e3:.1f} ms, jax speed-up {t['torch'] / t['jax']:.2f}x"
@@ -69,4 +73,5 @@ def main():
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   main()

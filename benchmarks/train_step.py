@@ -6,8 +6,9 @@
 
 Prints per case: median step time, views/s, XLA-counted FLOPs per step (compiled cost_analysis),
 achieved FLOP/s and its fraction of this machine's dense matmul FLOP/s (measured in this run).
-With --vs-torch the PyTorch twin (benchmarks/torch_reference.py) runs interleaved with the JAX
-step and the speed-up (torch time / JAX time) is printed. With --memory each case is only compiled
+With --vs-torch the PyTorch twin (benchmarks/torch_reference.py) runs in a child process (same
+environment) right after the JAX steps (`common.block_medians`), and the speed-up (torch time /
+JAX time) is printed. With --memory each case is only compiled
 and XLA's buffer plan (temporaries, arguments) is printed: e.g. whether batch 64 x 20 views fits.
 """
 
@@ -18,6 +19,7 @@ import jax
 
 import common  # Also puts the repository root on sys.path.
 
+from r2n2_jax import cpu_flags  # noqa: E402
 from r2n2_jax import train  # noqa: E402
 
 
@@ -74,7 +76,7 @@ def main():
            else [args.config])
   peak = common.matmul_flops_per_s()
   print(f"backend {jax.default_backend()}, dense matmul {peak / 1e9:.0f} GFLOP/s, "
-        f"CPU convolutions: {common.xla_cpu_convolutions()}")
+        f"CPU convolutions: {common.xla_cpu_convolutions()}, malloc: {common.malloc_setting()}")
   for path in paths:
     config = common.load_config(path)
     config.model.dtype = args.dtype
@@ -89,18 +91,21 @@ def main():
       fns = {}
       fns["jax"], flops = jax_step_fn(config, args.batch_size, views)
       if args.vs_torch:
-        fns["torch"], torch_params = torch_step_fn(config, args.batch_size, views)
-      t = common.interleaved_medians(fns, args.steps)
+        fns["torch"] = common.InSubprocess(torch_step_fn, config, args.batch_size, views)
+      t = common.block_medians(fns, args.steps)
+      if args.vs_torch:
+        fns["torch"].close()
       line = (f"{name} B={args.batch_size} V={views}: jax {t['jax']:.3f} s/step, "
               f"{args.batch_size * views / t['jax']:.1f} views/s")
       if flops:
         line += (f", {flops / 1e9:.1f} GFLOP/step, {flops / t['jax'] / 1e9:.1f} GFLOP/s "
                  f"= {flops / t['jax'] / peak:.2f} of matmul")
       if args.vs_torch:
-        line += (f"; torch {t['torch']:.3f} s/step ({torch_params:,} params), "
+        line += (f"; torch {t['torch']:.3f} s/step ({fns['torch'].info:,} params), "
                  f"jax speed-up {t['torch'] / t['jax']:.2f}x")
       print(line, flush=True)
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   main()

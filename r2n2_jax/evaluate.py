@@ -30,6 +30,7 @@ import tqdm
 
 from data_prep import records
 from r2n2_jax import checkpoints
+from r2n2_jax import cpu_flags
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
 from r2n2_jax import visualize
@@ -238,4 +239,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   app.run(main)

@@ -23,6 +23,7 @@ import trimesh
 
 from data_prep import records
 from r2n2_jax import checkpoints
+from r2n2_jax import cpu_flags
 from r2n2_jax import evaluate
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
@@ -146,4 +147,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   main()

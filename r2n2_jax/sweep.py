@@ -19,6 +19,7 @@ import os
 from absl import logging
 
 from r2n2_jax import checkpoints
+from r2n2_jax import cpu_flags
 from r2n2_jax import evaluate
 from r2n2_jax import report
 from r2n2_jax import train
@@ -114,4 +115,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()
   main()

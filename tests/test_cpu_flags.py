@@ -1,4 +1,4 @@
-"""The XLA:CPU convolution setting is added once, never over the user's own."""
+"""The XLA:CPU convolution setting is added once, never over the user's own; huge-page malloc."""
 
 import os
 import subprocess
@@ -52,3 +52,42 @@ def test_warns_when_jax_started_first(tmp_path):
                           "jax.devices()"], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True)
   assert "too late" not in quiet.stderr
+
+
+GLIBC = ("glibc", "2.36")
+
+
+def test_huge_page_malloc_on_glibc_with_transparent_huge_pages():
+  env = cpu_flags.huge_page_malloc_environ({"PATH": "/bin"}, libc=GLIBC, huge_pages=True)
+  if sys.platform != "linux":
+    assert env is None
+    return
+  assert env == {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+
+
+@pytest.mark.parametrize("environ, libc, huge_pages", [
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, GLIBC, True),  # The user's setting wins.
+    ({}, ("glibc", "2.34"), True),  # Before the tunable existed.
+    ({}, ("", ""), True),  # Not glibc (musl, ...).
+    ({}, GLIBC, False),  # Kernel without transparent huge pages.
+])
+def test_huge_page_malloc_left_alone(environ, libc, huge_pages):
+  assert cpu_flags.huge_page_malloc_environ(environ, libc=libc, huge_pages=huge_pages) is None
+
+
+@pytest.mark.skipif(cpu_flags.huge_page_malloc_environ({}) is None,
+                    reason="this machine does not qualify for huge-page malloc")
+def test_entry_point_reruns_itself_with_huge_page_malloc(tmp_path):
+  """A fresh process calling it is replaced by itself, same arguments, with the tunable set."""
+  script = tmp_path / "entry.py"
+  script.write_text("import os, sys\nfrom r2n2_jax import cpu_flags\n"
+                    "cpu_flags.reexec_with_huge_page_malloc()\n"
+                    "print(os.environ['GLIBC_TUNABLES'], sys.argv[1:])\n")
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  out = subprocess.run([sys.executable, str(script), "--flag", "x"], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "glibc.malloc.hugetlb=1 ['--flag', 'x']"
+  env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=0"
+  out = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, check=True)
+  assert out.stdout.strip() == "glibc.malloc.hugetlb=0 []"
