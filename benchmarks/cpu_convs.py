@@ -33,6 +33,7 @@ SHAPES = (("conv1 7x7 127^2 3->96", (20, 127, 127, 3), (7, 7, 3, 96)),
           ("32^3 64->64, taps as channels", (136, 32, 32, 64), (3, 3, 64, 192)),
           ("32^3 32->2, taps as channels", (136, 32, 32, 32), (3, 3, 32, 6)),
           ("16^3 128->64 sub-pixel part", (68, 16, 16, 128), (2, 2, 128, 128)))
+IMAGE_INPUT = ("conv1 7x7 127^2 3->96",)  # Its speed-up leaves out the input gradient (unused).
 
 
 def measure(repeats):
@@ -81,8 +82,9 @@ def main():
   print("|---|---|---|---|")
   for name, _, _ in SHAPES:
     a, b = ynn[name], eigen[name]
+    used = [0, 2] if name in IMAGE_INPUT else [0, 1, 2]  # The image needs no gradient.
     print(f"| {name} | {' / '.join(f'{t:.0f}' for t in a)} | {' / '.join(f'{t:.0f}' for t in b)}"
-          f" | {sum(a) / sum(b):.2f}x |")
+          f" | {sum(a[i] for i in used) / sum(b[i] for i in used):.2f}x |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Process settings measured to make this model faster on CPU.
 
 XLA:CPU convolutions (applied when r2n2_jax is imported): jaxlib 0.10's XLA:CPU runs float32 2D
-convolutions through YNNPACK by default. For this model's convolutions Eigen's are 1.1-3.9x
+convolutions through YNNPACK by default. For this model's convolutions Eigen's are 1.1-3.5x
 faster counting forward, input and kernel gradient (`python benchmarks/cpu_convs.py`), so YNNPACK
 keeps the dots and reductions, where it is the faster one, and the convolutions go to Eigen:
 B4/V5 train step simple_gru_k3 3.15 -> 1.73 s, residual_gru_k3 11.31 -> 4.79 s
