@@ -7,6 +7,7 @@ import re
 import statistics
 import sys
 import time
+import traceback
 
 # Scripts here import this module first. This folder holds data_prep.py, which would shadow the
 # data_prep package: search it last; and the repository root (configs/ is not installed) first.
@@ -56,7 +57,12 @@ def malloc_setting():
 
 
 def _serve(conn, factory, args):
-  fn, info = factory(*args)
+  try:
+    fn, info = factory(*args)
+  except Exception:  # pylint: disable=broad-except
+    conn.send(RuntimeError(f"{factory.__name__} failed in the child process:\n"
+                           f"{traceback.format_exc()}"))
+    return
   conn.send(info)
   while conn.recv():
     fn()
@@ -67,8 +73,8 @@ class InSubprocess:
   """`factory(*args)` -> (fn, info) built in a child process; calling this runs fn() there once.
 
   The other framework of a side-by-side comparison runs here, so that each has its own process
-  (allocator, thread pools) as a user's run would, while their calls still alternate in time.
-  The child inherits this process's environment. `info` is the factory's second result.
+  (allocator, thread pools) as a user's run would; the child inherits this process's environment.
+  `info` is the factory's second result; a factory that raises raises here, with its traceback.
   """
 
   def __init__(self, factory, *args):
@@ -77,6 +83,8 @@ class InSubprocess:
     self._process = context.Process(target=_serve, args=(child_conn, factory, args), daemon=True)
     self._process.start()
     self.info = self._conn.recv()
+    if isinstance(self.info, RuntimeError):
+      raise self.info
 
   def __call__(self):
     self._conn.send(True)
