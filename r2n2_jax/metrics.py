@@ -11,8 +11,11 @@ import trimesh
 
 def voxel_cross_entropy(logits, voxels):
   """Mean voxel-wise softmax cross-entropy per example: (B, 32, 32, 32, 2), (B, 32, 32, 32) -> (B,)."""
-  labels = jnp.asarray(voxels, jnp.int32)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  # One-hot labels: the same values and gradients as the integer-label form, whose gather's
+  # gradient is a scatter XLA spends seconds constant-folding at compile time (B36 train step:
+  # compile 9.7 -> 5.9 s).
+  one_hot = jax.nn.one_hot(jnp.asarray(voxels, jnp.int32), logits.shape[-1])
+  ce = optax.softmax_cross_entropy(logits.astype(jnp.float32), one_hot)
   return ce.reshape(ce.shape[0], -1).mean(axis=1)
 
 
