@@ -8,8 +8,8 @@ Prints per case: median step time, views/s, XLA-counted FLOPs per step (compiled
 achieved FLOP/s and its fraction of this machine's dense matmul FLOP/s (measured in this run).
 With --vs-torch the PyTorch twin (benchmarks/torch_reference.py) runs in a child process (same
 environment) right after the JAX steps (`common.block_medians`), and the speed-up (torch time /
-JAX time) is printed. With --memory each case is only compiled
-and XLA's buffer plan (temporaries, arguments) is printed: e.g. whether batch 64 x 20 views fits.
+JAX time) is printed. With --memory each case is only compiled and XLA's buffer plan
+(temporaries, arguments) is printed: e.g. whether batch 64 x 20 views fits.
 """
 
 import argparse
