@@ -12,7 +12,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from r2n2_jax import cpu_flags
+from r2n2_jax import process_setup
 from r2n2_jax import train
 
 FLAGS = flags.FLAGS
@@ -40,6 +40,7 @@ def _distributed_kwargs():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  process_setup.setup("launch.py")
   if _wants_distributed():
     jax.distributed.initialize(**_distributed_kwargs())
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
@@ -48,5 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
   app.run(main)

@@ -1,7 +1,7 @@
-"""r2n2-jax: 3D-R2N2 (Choy et al., ECCV 2016) in JAX/Flax."""
+"""r2n2-jax: 3D-R2N2 (Choy et al., ECCV 2016) in JAX/Flax.
 
-from r2n2_jax import cpu_flags
+Importing the package changes nothing in the process; command-line entry points call
+`r2n2_jax.process_setup.setup` first (XLA:CPU convolution flag, huge-page malloc, EGL).
+"""
 
 __version__ = "0.1.0"
-
-cpu_flags.prefer_eigen_convolutions()

@@ -30,9 +30,9 @@ import tqdm
 
 from data_prep import records
 from r2n2_jax import checkpoints
-from r2n2_jax import cpu_flags
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
+from r2n2_jax import process_setup
 from r2n2_jax import visualize
 from r2n2_jax.models import build_model
 
@@ -225,6 +225,7 @@ def load_predictions(out_dir):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  process_setup.setup("evaluate")
   if not _WORKDIR.value:
     exit_with_error("evaluate", "--workdir is required")
   try:
@@ -239,5 +240,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
   app.run(main)

@@ -8,6 +8,8 @@ import scipy.spatial
 import skimage.measure
 import trimesh
 
+IOU_THRESHOLD = 0.4  # The R2N2 protocol's threshold of P(occupied) for IoU, F-score and pictures.
+
 
 def voxel_cross_entropy(logits, voxels):
   """Mean voxel-wise softmax cross-entropy per example: (B, 32, 32, 32, 2), (B, 32, 32, 32) -> (B,)."""
@@ -24,7 +26,7 @@ def occupancy_probability(logits):
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1]
 
 
-def iou_per_object(probs, voxels, threshold=0.4):
+def iou_per_object(probs, voxels, threshold=IOU_THRESHOLD):
   """|pred AND gt| / |pred OR gt| per object with pred = probs >= threshold: (N, ...) -> (N,).
 
   An object whose prediction and ground truth are both empty has IoU 1.
@@ -39,7 +41,7 @@ def iou_per_object(probs, voxels, threshold=0.4):
 
 # --- Evaluation metrics on numpy arrays (DESIGN.md section 6) ---
 
-IOU_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)  # 0.4 is the R2N2 protocol; Pix2Vox reports the best.
+IOU_THRESHOLDS = (0.2, 0.3, IOU_THRESHOLD, 0.5)  # Pix2Vox reports the best of these.
 FSCORE_TOLERANCE = 0.01  # F-score@1%: distance threshold as a fraction of the grid side.
 FSCORE_POINTS = 8192  # Points sampled on each surface for the F-score.
 _LOG_EPS = 1e-7
@@ -90,7 +92,7 @@ def fscore_from_points(pred_points, gt_points, tolerance=FSCORE_TOLERANCE):
   return (2.0 * precision * recall / total if total > 0 else 0.0), precision, recall
 
 
-def fscore_per_object(probs, voxels, threshold=0.4, tolerance=FSCORE_TOLERANCE,
+def fscore_per_object(probs, voxels, threshold=IOU_THRESHOLD, tolerance=FSCORE_TOLERANCE,
                       num_points=FSCORE_POINTS, seed=0):
   """F-score@tolerance per object (Tatarchenko et al. 2019): (N, R, R, R) x2 -> (N,).
 
@@ -134,9 +136,9 @@ def summarize(rows, headline_views):
       "views": int(headline_views),
       "num_objects": int(head.sum()),
       "iou": {t: float(np.mean(v[head])) for t, v in iou.items()},
-      "iou_by_views": _mean_by(iou["0.4"], n_views),
+      "iou_by_views": _mean_by(iou[str(IOU_THRESHOLD)], n_views),
       "iou_by_views_and_threshold": {t: _mean_by(v, n_views) for t, v in iou.items()},
-      "iou_by_class": _mean_by(iou["0.4"][head], category[head]),
+      "iou_by_class": _mean_by(iou[str(IOU_THRESHOLD)][head], category[head]),
       "objects_by_class": {str(c): int(np.sum(category[head] == c))
                            for c in sorted(set(category[head].tolist()))},
       "log_loss": float(np.mean(log_loss[head])),
@@ -146,7 +148,7 @@ def summarize(rows, headline_views):
   }
 
 
-def row_metrics(probs, voxels, threshold=0.4):
+def row_metrics(probs, voxels, threshold=IOU_THRESHOLD):
   """Per-object metrics of a batch: (N, R, R, R) probabilities and voxels -> dict of (N,) arrays."""
   out = {f"iou@{t}": np.asarray(iou_per_object(probs, voxels, t), np.float64)
          for t in IOU_THRESHOLDS}

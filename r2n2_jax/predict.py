@@ -23,10 +23,10 @@ import trimesh
 
 from data_prep import records
 from r2n2_jax import checkpoints
-from r2n2_jax import cpu_flags
 from r2n2_jax import evaluate
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
+from r2n2_jax import process_setup
 from r2n2_jax.models import build_model
 
 MESH_FORMATS = (".obj", ".ply", ".glb", ".stl")
@@ -123,6 +123,7 @@ def main(argv=None):
   parser.add_argument("--timing", action="store_true",
                       help=f"Print the single-image latency (median of {TIMING_RUNS} after warm-up).")
   args = parser.parse_args(argv)
+  process_setup.setup("predict")
   try:
     if os.path.splitext(args.output)[1].lower() not in OUTPUT_FORMATS:
       raise ValueError(f"{args.output}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
@@ -147,5 +148,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
   main()

@@ -13,6 +13,7 @@ import os
 import sys
 
 from r2n2_jax import evaluate
+from r2n2_jax import metrics
 from r2n2_jax import visualize
 
 TABLE_VIEWS = 5  # The paper's Table 1 compares the variants at 5 views.
@@ -63,7 +64,8 @@ def write_report(workdirs, output=None, views=TABLE_VIEWS):
   os.makedirs(output, exist_ok=True)
   table = "\n".join([
       HEADER, *rows, "",
-      f"Loss: mean voxel log loss; IoU: mean per-object IoU at threshold 0.4 (R2N2 protocol) with "
+      f"Loss: mean voxel log loss; IoU: mean per-object IoU at threshold {metrics.IOU_THRESHOLD} (R2N2 "
+      f"protocol) with "
       f"`Views` seeded test views (the paper's Table 1 uses {TABLE_VIEWS}); F@1%: F-score at 1% of "
       "the grid side; train figures need `evaluate --split train`.", ""])
   with open(os.path.join(output, "report.md"), "w") as f:

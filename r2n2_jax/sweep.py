@@ -19,8 +19,8 @@ import os
 from absl import logging
 
 from r2n2_jax import checkpoints
-from r2n2_jax import cpu_flags
 from r2n2_jax import evaluate
+from r2n2_jax import process_setup
 from r2n2_jax import report
 from r2n2_jax import train
 
@@ -107,6 +107,7 @@ def main(argv=None):
                       help="Train objects evaluated for the table's train columns (0: none).")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.INFO)
+  process_setup.setup("sweep")
   try:
     table = sweep(args.root, args.configs, args.arg, args.set, args.train_eval_objects)
   except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
@@ -115,5 +116,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
   main()

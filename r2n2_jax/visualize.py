@@ -1,21 +1,19 @@
 """Pictures of results: voxel grids rendered as shaded cubes, galleries, IoU curves and bar charts.
 
-Voxel grids are rendered offscreen with pyrender (EGL unless PYOPENGL_PLATFORM says otherwise);
-charts use matplotlib's Agg backend, so nothing needs a display.
+Voxel grids are rendered offscreen with pyrender (EGL unless PYOPENGL_PLATFORM says otherwise;
+pyrender is imported on the first rendering, after `process_setup.headless_rendering`). Charts
+are matplotlib `Figure`s saved straight to PNG, without pyplot or a process-wide backend switch,
+so nothing needs a display and importing this module changes nothing in the process.
 """
 
 import functools
-import os
 
-os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+from matplotlib.figure import Figure
+import numpy as np
+import trimesh
 
-import matplotlib  # pylint: disable=g-import-not-at-top
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-import pyrender  # pylint: disable=g-import-not-at-top
-import trimesh  # pylint: disable=g-import-not-at-top
+from r2n2_jax import metrics
+from r2n2_jax import process_setup
 
 RENDER_SIZE = 192  # Pixels of a rendered voxel grid.
 VOXEL_COLOUR = (0.55, 0.65, 0.85, 1.0)
@@ -48,13 +46,20 @@ def _look_at(azimuth, elevation, distance):
   return pose
 
 
+def _pyrender():
+  process_setup.headless_rendering()  # Must precede PyOpenGL's first import.
+  import pyrender  # pylint: disable=import-outside-toplevel
+  return pyrender
+
+
 @functools.lru_cache(maxsize=4)
 def _renderer(size):
-  return pyrender.OffscreenRenderer(size, size)
+  return _pyrender().OffscreenRenderer(size, size)
 
 
 def render_voxels(voxels, size=RENDER_SIZE, azimuth=35.0, elevation=25.0):
   """Renders a (R, R, R) bool grid as flat-shaded cubes -> (size, size, 3) uint8 image."""
+  pyrender = _pyrender()
   scene = pyrender.Scene(bg_color=BACKGROUND, ambient_light=(0.35, 0.35, 0.35))
   boxes = voxel_boxes(voxels)
   if boxes is not None:
@@ -68,9 +73,10 @@ def render_voxels(voxels, size=RENDER_SIZE, azimuth=35.0, elevation=25.0):
   return np.asarray(colour[..., :3], np.uint8)
 
 
-def save_iou_curves(curves, path, title="IoU@0.4 vs number of views"):
+def save_iou_curves(curves, path, title=f"IoU@{metrics.IOU_THRESHOLD} vs number of views"):
   """Plots {label: {n_views: iou}} as one line each and writes a PNG."""
-  fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=100)
+  fig = Figure(figsize=(5.0, 3.4), dpi=100)
+  ax = fig.subplots()
   all_views = set()
   for label, curve in curves.items():
     views = sorted(int(n) for n in curve)
@@ -79,20 +85,20 @@ def save_iou_curves(curves, path, title="IoU@0.4 vs number of views"):
   ax.set_xticks(sorted(all_views))  # View counts are integers.
   ax.set_ylim(0, 1)
   ax.set_xlabel("number of views")
-  ax.set_ylabel("mean IoU @ 0.4")
+  ax.set_ylabel(f"mean IoU @ {metrics.IOU_THRESHOLD}")
   ax.set_title(title)
   ax.grid(alpha=0.3)
   if len(curves) > 1:
     ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
 
 
 def save_class_bars(iou_by_class, counts, path, title):
   """Bar chart of {category: iou} with the object count on each bar; writes a PNG."""
   names = sorted(iou_by_class)
-  fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.4), dpi=100)
+  fig = Figure(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.4), dpi=100)
+  ax = fig.subplots()
   bars = ax.bar(range(len(names)), [iou_by_class[n] for n in names], color="#6f8fd0")
   for bar, name in zip(bars, names):
     ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"n={counts[name]}",
@@ -100,11 +106,10 @@ def save_class_bars(iou_by_class, counts, path, title):
   ax.set_xticks(range(len(names)))
   ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
   ax.set_ylim(0, 1)
-  ax.set_ylabel("mean IoU @ 0.4")
+  ax.set_ylabel(f"mean IoU @ {metrics.IOU_THRESHOLD}")
   ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
 
 
 def save_gallery(rows, path, max_views_shown=4, pred_title="prediction"):
@@ -115,8 +120,8 @@ def save_gallery(rows, path, max_views_shown=4, pred_title="prediction"):
   """
   cols = max_views_shown + 2
   titles = [f"view {c + 1}" for c in range(max_views_shown)] + [pred_title, "ground truth"]
-  fig, axes = plt.subplots(len(rows), cols, figsize=(1.5 * cols, 1.5 * len(rows)), dpi=100,
-                           squeeze=False)
+  fig = Figure(figsize=(1.5 * cols, 1.5 * len(rows)), dpi=100)
+  axes = fig.subplots(len(rows), cols, squeeze=False)
   for r, row in enumerate(rows):
     views = row["views"][:max_views_shown]
     panels = list(views) + [None] * (max_views_shown - len(views))
@@ -133,4 +138,3 @@ def save_gallery(rows, path, max_views_shown=4, pred_title="prediction"):
     axes[r, 0].set_ylabel(row["label"], fontsize=7)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)

@@ -18,6 +18,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 
+from r2n2_jax import cpu_flags  # noqa: E402
+
+# What the entry points' process_setup does for XLA:CPU (library imports no longer do it): Eigen
+# convolutions keep the suite as fast as the programs users run.
+cpu_flags.prefer_eigen_convolutions()
+
 from configs import default  # noqa: E402
 
 

@@ -1,5 +1,6 @@
 """The XLA:CPU convolution setting is added once, never over the user's own; huge-page malloc."""
 
+import json
 import os
 import subprocess
 import sys
@@ -35,22 +36,57 @@ def test_unmeasured_jaxlib_is_left_alone(monkeypatch):
   assert env == {}
 
 
-@pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
-def test_importing_the_package_set_it_for_this_process():
-  assert "--xla_cpu_experimental_ynn_fusion_type=individual_dot,reduce" in os.environ["XLA_FLAGS"]
+PROCESS_VARS = ("XLA_FLAGS", "GLIBC_TUNABLES", "PYOPENGL_PLATFORM", "MPLBACKEND")
+
+
+def _clean_env():
+  return {k: v for k, v in os.environ.items() if k not in PROCESS_VARS}
+
+
+def test_library_imports_change_nothing_in_the_process(tmp_path):
+  """Importing the package and its modules leaves the environment and matplotlib's backend alone."""
+  script = ("import json, os, sys\n"
+            "import matplotlib\n"
+            "before = matplotlib.get_backend()\n"
+            "import r2n2_jax, configs.default\n"
+            "from r2n2_jax import evaluate, predict, report, sweep, train, visualize, input_pipeline\n"
+            f"print(json.dumps([{{k: os.environ.get(k) for k in {PROCESS_VARS!r}}}, "
+            "before == matplotlib.get_backend()]))\n")
+  env = dict(_clean_env(), PYTHONPATH=os.pathsep.join(sys.path))
+  out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, check=True)
+  assert json.loads(out.stdout.splitlines()[-1]) == [{k: None for k in PROCESS_VARS}, True]
+
+
+def test_entry_point_setup_sets_the_process_up(tmp_path):
+  """process_setup.setup: EGL, the XLA:CPU convolution flag (measured jaxlib) and huge pages."""
+  script = ("import json, os\nfrom r2n2_jax import process_setup\n"
+            "summary = process_setup.setup('test')\n"
+            f"print(json.dumps([{{k: os.environ.get(k) for k in {PROCESS_VARS!r}}}, summary]))\n")
+  env = dict(_clean_env(), PYTHONPATH=os.pathsep.join(sys.path))
+  out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, check=True)
+  values, summary = json.loads(out.stdout.splitlines()[-1])
+  assert values["PYOPENGL_PLATFORM"] == "egl"
+  if MEASURED:
+    assert f"{cpu_flags.YNN_FLAG}={cpu_flags.YNN_FUSION_TYPES}" in values["XLA_FLAGS"]
+  if cpu_flags.huge_page_malloc_environ({}) is not None:
+    assert values["GLIBC_TUNABLES"] == cpu_flags.MALLOC_TUNABLE
+  assert summary.startswith("test: process set-up:") and "\n" not in summary
 
 
 @pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
 def test_warns_when_jax_started_first(tmp_path):
-  """In a fresh process that uses jax before importing r2n2_jax, the late setting is reported."""
-  script = "import jax; jax.devices(); import r2n2_jax"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, "-W", "always", "-c", script], env=env, cwd=tmp_path,
+  """In a fresh process that uses jax before the flag is set, the late setting is reported."""
+  late = "import jax; jax.devices(); from r2n2_jax import cpu_flags; cpu_flags.prefer_eigen_convolutions()"
+  env = dict(_clean_env(), PYTHONPATH=os.pathsep.join(sys.path))
+  out = subprocess.run([sys.executable, "-W", "always", "-c", late], env=env, cwd=tmp_path,
                        capture_output=True, text=True, check=True)
   assert "too late" in out.stderr
-  quiet = subprocess.run([sys.executable, "-W", "always", "-c", "import r2n2_jax; import jax; "
-                          "jax.devices()"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         check=True)
+  early = ("from r2n2_jax import cpu_flags; cpu_flags.prefer_eigen_convolutions(); import jax; "
+           "jax.devices()")
+  quiet = subprocess.run([sys.executable, "-W", "always", "-c", early], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True)
   assert "too late" not in quiet.stderr
 
 

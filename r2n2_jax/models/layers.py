@@ -95,8 +95,10 @@ max_pool_2x2_pad1.defvjp(_max_pool_fwd, _max_pool_bwd)
 def unpool_3d(x):
   """2x2x2 zero-insertion unpooling, (B, D, H, W, C) -> (B, 2D, 2H, 2W, C).
 
-  Each input value lands on the first corner of its 2x2x2 block, the rest are zeros. This is the
-  reference form; the decoders use `unpool_conv3d`, which never materialises the zeros.
+  Each input value lands on the first corner of its 2x2x2 block, the rest are zeros. Every
+  "unpool -> conv" of the decoders runs as `Conv3D(unpool=True)` on the coarse grid instead, which
+  never builds this grid; the residual decoder's identity shortcuts (8^3 and 16^3 stages) do build
+  it, since they add the zero-inserted input itself.
   """
   zero = jnp.zeros((), x.dtype)
   return jax.lax.pad(x, zero, [(0, 0, 0)] + [(0, 1, 1)] * 3 + [(0, 0, 0)])
