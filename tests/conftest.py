@@ -27,6 +27,14 @@ cpu_flags.prefer_eigen_convolutions()
 from configs import default  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+  """Tests on the rendered `tiny_config` dataset are slow (EGL rendering): not in the fast tier."""
+  del config
+  for item in items:
+    if "tiny_config" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory):
   """The `:tiny` config with its procedural dataset built once per session in a temp data_dir."""

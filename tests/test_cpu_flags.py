@@ -43,6 +43,7 @@ def _clean_env():
   return {k: v for k, v in os.environ.items() if k not in PROCESS_VARS}
 
 
+@pytest.mark.slow  # A fresh Python process.
 def test_library_imports_change_nothing_in_the_process(tmp_path):
   """Importing the package and its modules leaves the environment and matplotlib's backend alone."""
   script = ("import json, os, sys\n"
@@ -58,6 +59,7 @@ def test_library_imports_change_nothing_in_the_process(tmp_path):
   assert json.loads(out.stdout.splitlines()[-1]) == [{k: None for k in PROCESS_VARS}, True]
 
 
+@pytest.mark.slow  # A fresh Python process.
 def test_entry_point_setup_sets_the_process_up(tmp_path):
   """process_setup.setup: EGL, the XLA:CPU convolution flag (measured jaxlib) and huge pages."""
   script = ("import json, os\nfrom r2n2_jax import process_setup\n"
@@ -75,6 +77,7 @@ def test_entry_point_setup_sets_the_process_up(tmp_path):
   assert summary.startswith("test: process set-up:") and "\n" not in summary
 
 
+@pytest.mark.slow  # Fresh Python processes.
 @pytest.mark.skipif(not MEASURED, reason="the flag is only set on the measured jaxlib versions")
 def test_warns_when_jax_started_first(tmp_path):
   """In a fresh process that uses jax before the flag is set, the late setting is reported."""
@@ -111,6 +114,7 @@ def test_huge_page_malloc_left_alone(environ, libc, huge_pages):
   assert cpu_flags.huge_page_malloc_environ(environ, libc=libc, huge_pages=huge_pages) is None
 
 
+@pytest.mark.slow  # Fresh Python processes.
 @pytest.mark.skipif(cpu_flags.huge_page_malloc_environ({}) is None,
                     reason="this machine does not qualify for huge-page malloc")
 def test_entry_point_reruns_itself_with_huge_page_malloc(tmp_path):
