@@ -450,7 +450,8 @@ def _build_with_beam(name, config, data_dir, items, example_fn, work_dir, descri
     with open(path) as f:
       for line in f:
         record = json.loads(line)
-        outcomes[record.pop("object_id")] = Outcome(**record)
+        object_id = record.pop("object_id")
+        outcomes[object_id] = Outcome(**record)
     os.remove(path)
   missing = [item.object_id for item in items if item.object_id not in outcomes]
   if missing:
