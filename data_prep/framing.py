@@ -51,6 +51,7 @@ def view_statistics(data_dir, split="train", max_objects=200):
   for i in np.unique(np.linspace(0, len(source) - 1, min(len(source), max_objects)).astype(int)):
     views = source[int(i)]["views"]
     pixels = preprocess_eval_views(views, np.arange(len(views))).reshape(-1, 3).astype(np.float64)
-    total, total_sq, count = total + pixels.sum(0), total_sq + (pixels ** 2).sum(0), count + len(pixels)
+    total, total_sq, count = (total + pixels.sum(0), total_sq + (pixels ** 2).sum(0),
+                              count + len(pixels))
   mean = total / count
   return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))

@@ -237,7 +237,8 @@ def _process(task):
   try:
     example, notes = example_fn(item)
   except Exception as e:  # Any failure skips this object only; the reason goes in the report.
-    return item, Outcome("skipped", [getattr(e, "reason", None) or f"{type(e).__name__}: {e}"]), None
+    reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+    return item, Outcome("skipped", [reason]), None
   if work_dir is None:
     return item, Outcome("ok", list(notes)), example
   meta = json.dumps({"notes": list(notes)})

@@ -80,7 +80,8 @@ def test_importing_data_prep_sets_nothing_and_does_not_import_r2n2_jax():
       "import data_prep.__main__, data_prep.framing, data_prep.future3d, data_prep.mesh_folder\n"
       "import data_prep.pipeline, data_prep.procedural, data_prep.render, data_prep.shapenet\n"
       "print([n for n in names if n in os.environ],\n"
-      "      sorted({m.split('.')[0] for m in sys.modules} & {'r2n2_jax', 'pyrender', 'OpenGL'}))\n")
+      "      sorted({m.split('.')[0] for m in sys.modules}\n"
+      "             & {'r2n2_jax', 'pyrender', 'OpenGL'}))\n")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=ROOT, check=True)
