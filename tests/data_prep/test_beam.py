@@ -119,3 +119,19 @@ def test_beam_resume_counts_only_earlier_runs_and_cli_passes_beam_options(tmp_pa
     for key, example in examples.items():
       for field in FIELDS:
         np.testing.assert_array_equal(again[split][key][field], example[field])
+
+
+def test_shapenet_beam_import_matches_local_import(tmp_path):
+  import test_shapenet  # pylint: disable=import-outside-toplevel  (its replica writer, same folder)
+  from data_prep import shapenet  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  for model_id in ("c00", "c01", "c02", "c03"):
+    test_shapenet._write_object(str(tmp_path), "03001627", model_id, rng)
+  os.remove(tmp_path / "ShapeNetVox32" / "03001627" / "c03" / "model.binvox")  # The test split's.
+  args = (tmp_path / "ShapeNetRendering", tmp_path / "ShapeNetVox32")
+  beam_dir, beam_report = shapenet.build_shapenet(*args, tmp_path / "beam", beam=True)
+  local_dir, local_report = shapenet.build_shapenet(*args, tmp_path / "local", workers=1)
+  assert sorted(_assert_same_records(beam_dir, local_dir)) == ["train"]
+  for key in ("counts", "totals", "splits_written", "skipped", "converted_views"):
+    assert beam_report[key] == local_report[key], key
+  assert [s["object_id"] for s in beam_report["skipped"]] == ["03001627/c03"]
