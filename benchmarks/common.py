@@ -9,8 +9,9 @@ import sys
 import time
 import traceback
 
-# Scripts here import this module first. This folder holds data_prep.py, which would shadow the
-# data_prep package: search it last; and the repository root (configs/ is not installed) first.
+# Scripts here import this module first. A script named like a package (there was a data_prep.py)
+# would shadow it: search this folder last; and the repository root (configs/ is not installed)
+# first.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.append(_HERE)

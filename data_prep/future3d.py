@@ -63,10 +63,11 @@ def model_items(input_dir, seed=0):
           for i, c, f, s in zip(ids, cats, fine, splits)]
 
 
-def build_future3d(input_dir, data_dir, views=24, workers=None, seed=0, beam=False):
+def build_future3d(input_dir, data_dir, views=24, workers=None, seed=0, beam=False,
+                   beam_options=None):
   """Renders + voxelises 3D-FUTURE models; returns (dataset_dir, report text)."""
   items = model_items(input_dir, seed)
   return pipeline.build_dataset(DATASET_NAME, f"v{views}_s{seed}", data_dir, items,
                                 pipeline.load_mesh_file, views=views, seed=seed,
                                 workers=workers, description=f"3D-FUTURE models from {input_dir}.",
-                                beam=beam)
+                                beam=beam, beam_options=beam_options)

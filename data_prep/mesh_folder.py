@@ -20,7 +20,7 @@ def find_meshes(input_dir):
 
 
 def build_mesh_folder(input_dir, data_dir, name, views=24, workers=None, split_seed=0,
-                      beam=False):
+                      beam=False, beam_options=None):
   """Renders + voxelises every mesh under input_dir; returns (dataset_dir, report text).
 
   object_id is the relative path (with extension); splits 80/10/10 stratified by category from
@@ -38,4 +38,4 @@ def build_mesh_folder(input_dir, data_dir, name, views=24, workers=None, split_s
   return pipeline.build_dataset(name, f"v{views}_s{split_seed}", data_dir, items,
                                 pipeline.load_mesh_file, views=views, seed=split_seed,
                                 workers=workers, description=f"Meshes from {input_dir}.",
-                                beam=beam)
+                                beam=beam, beam_options=beam_options)

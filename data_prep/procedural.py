@@ -303,7 +303,8 @@ def _procedural_mesh(item):
   return generate(item.category, np.random.default_rng([seed, index, 0])), []
 
 
-def build_procedural(data_dir, num_objects, views, seed, workers=None, beam=False):
+def build_procedural(data_dir, num_objects, views, seed, workers=None, beam=False,
+                     beam_options=None):
   """Builds (or reuses) the procedural dataset; returns (dataset_dir, report text)."""
   categories = [category_of(i) for i in range(num_objects)]
   object_ids = [f"{c}_{i:06d}" for i, c in enumerate(categories)]
@@ -312,7 +313,7 @@ def build_procedural(data_dir, num_objects, views, seed, workers=None, beam=Fals
            for i, (o, c, s) in enumerate(zip(object_ids, categories, splits))]
   return pipeline.build_dataset(
       DATASET_NAME, f"n{num_objects}_v{views}_s{seed}", data_dir, items, _procedural_mesh,
-      views=views, seed=seed, workers=workers, beam=beam,
+      views=views, seed=seed, workers=workers, beam=beam, beam_options=beam_options,
       description="Procedural furniture rendered with pyrender.")
 
 

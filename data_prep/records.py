@@ -43,11 +43,14 @@ def record_features():
   })
 
 
-def write_dataset(name, split_examples, data_dir, config=None, description=None):
+def write_dataset(name, split_examples, data_dir, config=None, description=None,
+                  beam_options=None):
   """Writes {split: iterable of (key, example)} as a TFDS array_record dataset; returns its dir.
 
   The directory is data_dir/name[/config]/VERSION and is what `load_split` reads. (TFDS's own
-  `store_as_tfds_dataset` would do, but it imports TensorFlow to type-check its inputs.)
+  `store_as_tfds_dataset` would do, but it imports TensorFlow to type-check its inputs.) A split
+  may instead be an Apache Beam PTransform yielding (key, example); TFDS then runs the Beam
+  pipeline with `beam_options` (a PipelineOptions; DirectRunner when None).
   """
   attrs = {
       "name": name,
@@ -62,7 +65,10 @@ def write_dataset(name, split_examples, data_dir, config=None, description=None)
   builder_cls = type(f"R2N2Records_{name}", (tfds.core.GeneratorBasedBuilder,), attrs,
                      skip_registration=True)
   builder = builder_cls(data_dir=str(data_dir), config=config, file_format=FILE_FORMAT)
-  builder.download_and_prepare()
+  download_config = None
+  if beam_options is not None:
+    download_config = tfds.download.DownloadConfig(beam_options=beam_options)
+  builder.download_and_prepare(download_config=download_config)
   return str(builder.data_dir)
 
 

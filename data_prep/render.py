@@ -8,15 +8,9 @@ column u / row v of the 137x137 image.
 
 import os
 
-os.environ.setdefault("PYOPENGL_PLATFORM", "egl")  # Headless; must precede the pyrender import.
-# Mesa's llvmpipe (software GL) rasterises in the calling thread: with one worker process per core,
-# helper threads only contend (measured: ~185 vs ~130 views per CPU second, benchmarks/data_prep.py).
-os.environ.setdefault("LP_NUM_THREADS", "0")
+import numpy as np
 
-import numpy as np  # noqa: E402
-import pyrender  # noqa: E402
-
-from data_prep import records  # noqa: E402
+from data_prep import records
 
 FOV = 30.0  # Vertical = horizontal field of view in degrees.
 ELEVATION_RANGE = (10.0, 40.0)  # Elevation is drawn uniformly in this range (degrees).
@@ -27,12 +21,29 @@ _LIGHT_INTENSITY = 3.0
 _renderer = None  # One OffscreenRenderer per process (creating one costs ~100 ms).
 
 
+def configure_process():
+  """Process set-up for rendering, for entry points and worker initializers (before pyrender is
+  imported): headless EGL unless PYOPENGL_PLATFORM says otherwise, and Mesa's llvmpipe (software
+  GL) rasterising in the calling thread: with one worker process per core, its helper threads
+  only contend (measured: ~185 vs ~130 views per CPU second, benchmarks/prep_speed.py)."""
+  os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+  os.environ.setdefault("LP_NUM_THREADS", "0")
+
+
+def _pyrender():
+  """pyrender, imported on first use: PyOpenGL fixes its platform at import, and a process that
+  renders without an entry point's set-up is headless too (EGL unless PYOPENGL_PLATFORM is set)."""
+  os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+  import pyrender  # pylint: disable=import-outside-toplevel
+  return pyrender
+
+
 def _get_renderer(size):
   global _renderer
   if _renderer is None or _renderer.viewport_width != size:
     if _renderer is not None:
       _renderer.delete()
-    _renderer = pyrender.OffscreenRenderer(size, size)
+    _renderer = _pyrender().OffscreenRenderer(size, size)
   return _renderer
 
 
@@ -91,6 +102,7 @@ def render_views(mesh, num_views, rng, fov=FOV, size=records.IMAGE_SIZE):
   object coverage, transparent background), K (V, 3, 3), pose (V, 4, 4), azimuth, elevation,
   distance, fov (V,), all float32 except views.
   """
+  pyrender = _pyrender()
   azimuth, elevation = view_angles(num_views, rng)
   hull = mesh.convex_hull.vertices if len(mesh.vertices) > 64 else mesh.vertices
   distance = np.array([fit_distance(hull, a, e, fov, size=size)

@@ -54,21 +54,18 @@ portion (our choice; R2N2 had no validation split). Or a Pix2Vox-style json: a l
 listed ids; an object whose files are missing or broken is skipped and reported.
 """
 
-import functools
-import itertools
+import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import time
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 from trimesh.exchange import binvox as trimesh_binvox
 from trimesh.voxel import runlength
 
-from data_prep import records
+from data_prep import pipeline, records
 
 DATASET_NAME = "shapenet_r2n2"
 NUM_VIEWS = 24  # Every ShapeNetRendering object has 24 views; others are skipped.
@@ -107,6 +104,10 @@ _OBJ_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 
 class ShapeNetError(ValueError):
   """A file of one object is missing or malformed; the object is skipped."""
+
+  @property
+  def reason(self):  # What the report says (pipeline._process).
+    return str(self)
 
 
 def _rotation(axis, degrees):
@@ -288,14 +289,20 @@ def load_object(rendering_root, voxel_root, synset, model_id, category):
   return example, modes
 
 
-def _load_task(task, rendering_root, voxel_root):
-  """Worker: (split, synset, model_id, category) -> (task, example or None, modes or reason)."""
-  _, synset, model_id, category = task
-  try:
-    example, modes = load_object(rendering_root, voxel_root, synset, model_id, category)
-  except ShapeNetError as e:
-    return task, None, str(e)
-  return task, example, modes
+_CONVERTED = "PNGs converted to RGBA from mode "  # Report note of an object with non-RGBA PNGs.
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShapeNetExample:
+  """Pipeline example_fn: the record of one object (item.object_id = "<synset>/<model id>")."""
+  rendering_root: str
+  voxel_root: str
+
+  def __call__(self, item):
+    synset, model_id = item.object_id.split("/", 1)
+    example, modes = load_object(self.rendering_root, self.voxel_root, synset, model_id,
+                                 item.category)
+    return example, [_CONVERTED + mode for mode in sorted(set(modes))]
 
 
 def resolve_classes(classes):
@@ -372,31 +379,8 @@ def pix2vox_split(json_path, synsets=None):
   return plan
 
 
-def _chunked(iterable, size):
-  iterator = iter(iterable)
-  while chunk := list(itertools.islice(iterator, size)):
-    yield chunk
-
-
-def _format_report(report):
-  """Short human-readable summary of a build report."""
-  lines = [f"ShapeNet R2N2 import -> {report['dataset_dir']}",
-           f"split: {report['split']}   seconds: {report['seconds']:.1f}"]
-  categories = sorted({c for counts in report["counts"].values() for c in counts})
-  lines.append("category".ljust(12) + "".join(s.rjust(12) for s in records.SPLITS))
-  for category in categories:
-    lines.append(category.ljust(12) + "".join(
-        str(report["counts"].get(s, {}).get(category, 0)).rjust(12) for s in records.SPLITS))
-  lines.append("total".ljust(12) + "".join(
-      str(report["totals"].get(s, 0)).rjust(12) for s in records.SPLITS))
-  lines.append(f"skipped: {len(report['skipped'])}")
-  lines.extend(f"  {s['object_id']} ({s['split']}): {s['reason']}" for s in report["skipped"])
-  if report["converted_views"]:
-    lines.append(f"objects with non-RGBA PNGs converted to RGBA: {len(report['converted_views'])}")
-  return "\n".join(lines) + "\n"
-
-
-def build_shapenet(rendering_dir, voxel_dir, data_dir, split="r2n2", classes=None, workers=None):
+def build_shapenet(rendering_dir, voxel_dir, data_dir, split="r2n2", classes=None, workers=None,
+                   beam=False, beam_options=None):
   """Imports ShapeNetRendering + ShapeNetVox32 as the TFDS dataset `shapenet_r2n2`.
 
   Args:
@@ -406,11 +390,13 @@ def build_shapenet(rendering_dir, voxel_dir, data_dir, split="r2n2", classes=Non
     split: "r2n2" (sorted ids, 80% train / 20% test, validation = last 5% of train) or the path
       of a Pix2Vox-style json.
     classes: synset ids or names to keep (list or comma-separated string); None keeps all.
-    workers: processes reading objects (default: all cores; 1 reads in this process).
+    workers: processes reading objects (default: all cores; 1 reads in this process), the
+      shared pipeline's (data_prep.pipeline.build_examples; objects go straight to the writer).
+    beam, beam_options: read and write with Apache Beam instead (see pipeline.build_examples).
   Returns:
     (dataset_dir, report): report holds counts per split and category, the skipped objects with
-    reasons and the seconds taken; it is also written as report.json / report.txt beside
-    dataset_dir.
+    reasons, the objects whose PNGs were converted, the seconds taken, and "text" (the
+    pipeline's report); it is also written as report.json / report.txt beside dataset_dir.
   Raises:
     ValueError: bad arguments or split file; RuntimeError: no object could be read.
     FileExistsError: the dataset already exists.
@@ -428,56 +414,35 @@ def build_shapenet(rendering_dir, voxel_dir, data_dir, split="r2n2", classes=Non
   if not planned:
     raise RuntimeError(f"no objects found under {rendering_dir} / {voxel_dir} for classes "
                        f"{synsets or 'all'} and split {split!r}")
-  version_dir = os.path.join(str(data_dir), DATASET_NAME, records.VERSION)
+  version_dir = pipeline.dataset_path(data_dir, DATASET_NAME)
   if os.path.exists(version_dir):
     raise FileExistsError(f"{version_dir} already exists; remove it or choose another data_dir")
 
-  workers = workers or os.cpu_count() or 1
-  counts = {s: {} for s in records.SPLITS}
-  skipped, converted = [], {}
-  load = functools.partial(_load_task, rendering_root=rendering_dir, voxel_root=voxel_dir)
-  progress = tqdm(total=planned, desc="shapenet", unit="obj")
-  pool = multiprocessing.Pool(workers) if workers > 1 else None
-
-  def examples(split_name):
-    tasks = [(split_name, *item) for item in plan[split_name]]
-    # Bounded chunks keep memory flat when readers outrun the writer; imap keeps the order.
-    for chunk in _chunked(tasks, 8 * workers):
-      results = pool.imap(load, chunk) if pool else map(load, chunk)
-      for (_, synset, model_id, category), example, info in results:
-        progress.update()
-        object_id = f"{synset}/{model_id}"
-        if example is None:
-          skipped.append({"object_id": object_id, "split": split_name, "reason": info})
-          continue
-        if info:
-          converted[object_id] = sorted(set(info))
-        counts[split_name][category] = counts[split_name].get(category, 0) + 1
-        yield object_id, example
-
+  items = []
+  for split_name in records.SPLITS:
+    for synset, model_id, category in plan[split_name]:
+      object_id = f"{synset}/{model_id}"
+      items.append(pipeline.Item(object_id=object_id, category=category, synset=synset,
+                                 split=split_name, source=object_id))
+  seen = set()
+  for item in items:
+    if item.object_id in seen:
+      raise ValueError(f"{split}: object {item.object_id} is listed more than once")
+    seen.add(item.object_id)
   try:
-    # TFDS refuses a split that yields nothing: read up to each split's first good object now
-    # and leave out the splits that have none.
-    split_examples = {}
-    for split_name in records.SPLITS:
-      generator = examples(split_name)
-      first = next(generator, None)
-      if first is not None:
-        split_examples[split_name] = itertools.chain([first], generator)
-    if not split_examples:
-      reasons = "; ".join(s["reason"] for s in skipped[:5])
-      raise RuntimeError(f"no usable ShapeNet object: all {len(skipped)} were skipped "
-                         f"(first reasons: {reasons})")
-    dataset_dir = records.write_dataset(
-        DATASET_NAME, split_examples, data_dir,
+    dataset_dir, build = pipeline.build_examples(
+        DATASET_NAME, None, data_dir, items, _ShapeNetExample(str(rendering_dir), str(voxel_dir)),
+        workers=workers, cache=False, beam=beam, beam_options=beam_options,
         description="3D-R2N2 ShapeNet (ShapeNetRendering + ShapeNetVox32), imported by "
                     "data_prep.shapenet")
-  finally:
-    progress.close()
-    if pool:
-      pool.close()
-      pool.join()
+  except pipeline.NothingUsable as e:
+    raise pipeline.NothingUsable(f"no usable ShapeNet object: {e}", e.report) from None
 
+  counts = {s: {} for s in records.SPLITS}
+  for split_name, members in build.by_split.items():
+    for item in members:
+      counts[split_name][item.category] = counts[split_name].get(item.category, 0) + 1
+  outcomes = build.outcomes
   report = {
       "dataset_dir": dataset_dir,
       "rendering_dir": str(rendering_dir),
@@ -486,14 +451,21 @@ def build_shapenet(rendering_dir, voxel_dir, data_dir, split="r2n2", classes=Non
       "classes": synsets,
       "counts": counts,
       "totals": {s: sum(c.values()) for s, c in counts.items()},
-      "splits_written": sorted(split_examples),
-      "skipped": skipped,
-      "converted_views": converted,
+      "splits_written": sorted(s for s, members in build.by_split.items() if members),
+      "skipped": [{"object_id": it.object_id, "split": it.split,
+                   "reason": "; ".join(outcomes[it.object_id].notes)}
+                  for it in items if outcomes[it.object_id].status != "ok"],
+      "converted_views": {
+          it.object_id: [n[len(_CONVERTED):] for n in outcomes[it.object_id].notes
+                         if n.startswith(_CONVERTED)]
+          for it in items if outcomes[it.object_id].status == "ok"
+          and any(n.startswith(_CONVERTED) for n in outcomes[it.object_id].notes)},
       "seconds": time.time() - start,
   }
   report_dir = os.path.dirname(dataset_dir)
   with open(os.path.join(report_dir, "report.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=1)
   with open(os.path.join(report_dir, "report.txt"), "w", encoding="utf-8") as f:
-    f.write(_format_report(report))
+    f.write(build.text)
+  report["text"] = build.text
   return dataset_dir, report

@@ -14,9 +14,13 @@ import grain
 import numpy as np
 
 from data_prep import records
+# Evaluation framing and input statistics live in data_prep (one implementation, also used by
+# `python -m data_prep`); re-exported here for the trainer, evaluation, predict and tests.
+from data_prep.framing import (  # noqa: F401  pylint: disable=unused-import
+    EVAL_BACKGROUND, center_crop, composite_background, preprocess_eval_views, to_model_input,
+    view_statistics)
 
 CROP = records.CROP_SIZE
-EVAL_BACKGROUND = 240  # Grey background of evaluation/test views (DESIGN.md section 3).
 TRAIN_BACKGROUND_RANGE = (225, 256)  # Random light background per image and channel, [225, 255].
 
 
@@ -37,27 +41,6 @@ def dataset_dir(config):
   return path
 
 
-def composite_background(rgba, rgb):
-  """Alpha-composites RGBA uint8 (..., H, W, 4) over a background colour (..., 3) -> uint8 RGB."""
-  rgba = np.asarray(rgba)
-  alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-  background = np.asarray(rgb, np.float32)[..., None, None, :]
-  out = rgba[..., :3].astype(np.float32) * alpha + background * (1.0 - alpha)
-  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def to_model_input(rgb):
-  """uint8 RGB -> float32 in [0, 1], the model's input scale (numpy or jax arrays)."""
-  return rgb.astype(np.float32) / np.float32(255.0)
-
-
-def center_crop(images, size=CROP):
-  """Centre crop of (..., H, W, C) to (..., size, size, C)."""
-  h, w = images.shape[-3:-1]
-  top, left = (h - size) // 2, (w - size) // 2
-  return images[..., top:top + size, left:left + size, :]
-
-
 def eval_view_indices(num_available, num_views, seed, index):
   """The fixed seeded draw of test views of object `index`: the first n of a per-object permutation.
 
@@ -65,28 +48,6 @@ def eval_view_indices(num_available, num_views, seed, index):
   """
   perm = np.random.default_rng([seed, index]).permutation(num_available)
   return perm[:min(num_views, num_available)]
-
-
-def preprocess_eval_views(views_rgba, indices):
-  """(V, 137, 137, 4) uint8 RGBA -> (n, 127, 127, 3) float32: centre crop on the grey background."""
-  rgb = composite_background(center_crop(views_rgba[np.asarray(indices)]), (EVAL_BACKGROUND,) * 3)
-  return to_model_input(rgb)
-
-
-def view_statistics(data_dir, split="train", max_objects=200):
-  """Per-channel mean and std in [0, 1] of a split's views as evaluation frames them (centre
-  crop, grey background), over up to `max_objects` evenly spaced objects: the values to use as
-  config.model.input_mean / input_std for that data. Returns two (3,) float64 arrays."""
-  source = records.load_split(data_dir, split)
-  if len(source) == 0:
-    raise ValueError(f"Split {split!r} of {data_dir} has no examples")
-  total, total_sq, count = np.zeros(3), np.zeros(3), 0
-  for i in np.unique(np.linspace(0, len(source) - 1, min(len(source), max_objects)).astype(int)):
-    views = source[int(i)]["views"]
-    pixels = preprocess_eval_views(views, np.arange(len(views))).reshape(-1, 3).astype(np.float64)
-    total, total_sq, count = total + pixels.sum(0), total_sq + (pixels ** 2).sum(0), count + len(pixels)
-  mean = total / count
-  return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
 
 
 def _padded(views, max_views):

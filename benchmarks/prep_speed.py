@@ -1,11 +1,11 @@
 """Data preparation throughput: meshes/s and rendered views/s (137x137, voxelisation included).
 
-  PYTHONPATH=. python benchmarks/data_prep.py [--num-meshes 40] [--views 24] [--workers N]
+  PYTHONPATH=. python benchmarks/prep_speed.py [--num-meshes 40] [--views 24] [--workers N]
 
 Measures, on a fixed set of procedural meshes, side by side in one run:
   - in this process: voxelise + render every mesh (and each stage alone);
-  - all workers: the full pipeline (data_prep.pipeline.run_items: spawned worker processes,
-    per-object cache files), i.e. what `python -m data_prep` does before writing the dataset.
+  - all workers: the full pipeline (data_prep.pipeline.build_dataset: spawned worker processes,
+    per-object cache files, the TFDS write), i.e. what `python -m data_prep` does.
 Per-core figures divide by CPU seconds (process + children, all threads: llvmpipe rasterises on
 helper threads), so they hold on a shared or busy machine; totals divide by wall-clock seconds.
 """
@@ -13,17 +13,12 @@ helper threads), so they hold on a shared or busy machine; totals divide by wall
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 
-# This file's name shadows the data_prep package when run as a script: drop its own folder.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(
-    os.path.abspath(__file__))]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from data_prep import pipeline, procedural, render, voxelize  # noqa: E402
+from data_prep import pipeline, procedural, render, voxelize
 
 
 def _items(num_meshes):
@@ -43,6 +38,7 @@ def main():
   parser.add_argument("--views", type=int, default=24)
   parser.add_argument("--workers", type=int, default=os.cpu_count())
   args = parser.parse_args()
+  render.configure_process()  # As `python -m data_prep` does (EGL, llvmpipe in one thread).
   items = _items(args.num_meshes)
   meshes = [procedural._procedural_mesh(item)[0] for item in items]
   render.render_views(meshes[0], 1, np.random.default_rng(0))  # Create the renderer first.
@@ -60,9 +56,10 @@ def main():
     pipeline.make_example(item, m, args.views, seed=0)
   t_one, cpu_one = time.perf_counter() - start, _cpu_seconds() - cpu
 
-  with tempfile.TemporaryDirectory() as work_dir:
+  with tempfile.TemporaryDirectory() as data_dir:
     start, cpu = time.perf_counter(), _cpu_seconds()
-    pipeline.run_items(items, procedural._procedural_mesh, args.views, 0, work_dir, args.workers)
+    pipeline.build_dataset("bench", "v", data_dir, items, procedural._procedural_mesh, args.views,
+                           seed=0, workers=args.workers)
     t_all, cpu_all = time.perf_counter() - start, _cpu_seconds() - cpu
 
   n, v = args.num_meshes, args.num_meshes * args.views
@@ -75,7 +72,8 @@ def main():
   for label, wall, cpu in (("  this process, voxelise + render", t_one, cpu_one),
                            (f"  pipeline, {args.workers} workers", t_all, cpu_all)):
     print(f"{label:38}{n / wall:10.2f}{v / wall:10.1f}{n / cpu:15.2f}{v / cpu:14.1f}")
-  print(f"  (pipeline wall time includes starting {args.workers} spawned workers)")
+  print(f"  (pipeline wall time includes starting {args.workers} spawned workers and writing "
+        "the TFDS dataset)")
 
 
 if __name__ == "__main__":
