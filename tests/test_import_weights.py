@@ -326,15 +326,16 @@ def test_imported_network_gives_the_originals_probabilities_for_1_to_5_views(imp
                                                                              reference_probs):
   _, _, _, workdir = imported
   images, expected = reference_probs
-  assert 0.05 < expected.std() and expected.min() < 0.2 and expected.max() > 0.6  # Informative.
+  # Informative: neither saturated nor constant (the random weights keep the units alive).
+  assert expected.std() > 0.02 and expected.max() - expected.min() > 0.3
   predictor = predict.Predictor(workdir)
   views = np.stack([predict.preprocess_image(np.concatenate(
       [im, np.full(im.shape[:2] + (1,), 255, np.uint8)], -1)) for im in images])
   for n in range(1, MAX_VIEWS + 1):
     probs = predictor(views[:n])
     assert np.abs(probs - expected[n - 1]).max() <= 1e-5, n
-  # Different view counts give different results (the recurrence is exercised).
-  assert np.abs(expected[0] - expected[-1]).max() > 0.05
+  # Every view changes the result by far more than the tolerance (the recurrence is exercised).
+  assert all(np.abs(expected[n] - expected[n - 1]).max() > 1e-3 for n in range(1, MAX_VIEWS))
 
 
 @pytest.mark.slow
