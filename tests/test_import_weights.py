@@ -18,6 +18,7 @@ import pytest
 from configs import residual_gru_k3
 from configs import simple_gru_k3
 from r2n2_jax import checkpoints
+from r2n2_jax import evaluate
 from r2n2_jax import import_weights
 from r2n2_jax import original_format
 from r2n2_jax import predict
@@ -27,6 +28,7 @@ import original_reference as ref
 
 NETWORKS = ("GRUNet", "ResidualGRUNet")
 MAX_VIEWS = 5
+DATASET = "/data/shapenet_r2n2/r2n2/1.0.0"  # Only recorded in config.json by these tests.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -112,7 +114,7 @@ def imported(request, tmp_path_factory):
   path = str(root / f"{network}.npy")
   save_like_the_original(path, arrays)
   workdir = str(root / "W")
-  assert import_weights.import_original(path, workdir) == network
+  import_weights.main(["--original", path, "--workdir", workdir, "--dataset", DATASET])
   return network, arrays, path, workdir
 
 
@@ -121,7 +123,9 @@ def test_import_writes_the_variant_config_with_the_originals_input_handling(impo
   with open(os.path.join(workdir, "config.json")) as f:
     written = json.load(f)
   module = residual_gru_k3 if network == "ResidualGRUNet" else simple_gru_k3
-  assert written == json.loads(module.get_config("original").to_json_best_effort())
+  config = module.get_config("original")
+  config.dataset = DATASET
+  assert written == json.loads(config.to_json_best_effort())
   assert written["model"]["input_mean"] == [0, 0, 0] and written["model"]["input_std"] == [1, 1, 1]
   assert checkpoints.latest_step(workdir) == 0
 
@@ -380,3 +384,7 @@ def test_fine_tuning_starts_from_the_imported_weights(tiny_config, tmp_path):
   for a, b in zip(tuned, arrays):
     assert np.abs(a - b).max() < 10 * config.learning_rate
   assert any(np.abs(a - b).max() > 0 for a, b in zip(tuned, arrays))
+  # And evaluate restores the fine-tuned workdir (its config.json is now the launch config).
+  results = evaluate.evaluate(checkpoints.load_config(workdir), workdir, "test", max_objects=2,
+                              batch_size=2, view_counts=[1, 2])
+  assert results["step"] == 1 and results["num_objects"] == 2
