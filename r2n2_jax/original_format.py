@@ -138,9 +138,11 @@ def to_params(arrays, expected_params, network, path="weights"):
   params, gate_x = {}, {}
   for index, ((name, target, gate, (to_ours, _)), array) in enumerate(zip(layout(network), arrays)):
     array = np.asarray(array)
-    if tuple(array.shape) != expected[index] or array.dtype.kind != "f":
-      raise ValueError(f"{path}: array {index} ({name}) has shape {tuple(array.shape)} and dtype "
-                       f"{array.dtype}; expected shape {expected[index]} and a float dtype")
+    if tuple(array.shape) != expected[index]:
+      raise ValueError(f"{path}: array {index} ({name}) has shape {tuple(array.shape)}, expected "
+                       f"{expected[index]}")
+    if array.dtype.kind != "f":
+      raise ValueError(f"{path}: array {index} ({name}) has dtype {array.dtype}, expected float")
     value = np.ascontiguousarray(to_ours(array.astype(np.float32, copy=False)))
     if gate is None:
       _set(params, target, value)

@@ -193,6 +193,12 @@ def test_wrong_shape_names_the_index_and_both_shapes(tmp_path):
   assert "array 18 (t_x_s_reset.Wx)" in message
   assert "(1024, 4096)" in message and "(1024, 8192)" in message
   assert not os.path.exists(tmp_path / "W")
+  arrays = ref.random_weights("GRUNet")
+  arrays[0] = arrays[0].astype(np.int32)
+  save_like_the_original(path, arrays)
+  message = _main_error(["--original", path, "--workdir", str(tmp_path / "W")])
+  assert "array 0 (conv1.W) has dtype int32, expected float" in message
+  assert not os.path.exists(tmp_path / "W")
 
 
 def test_importing_into_a_workdir_with_checkpoints_is_refused(imported):
