@@ -10,7 +10,7 @@ from r2n2_jax.models.r2n2 import DEFAULT_INPUT_MEAN, DEFAULT_INPUT_STD
 
 
 def get_config(arg=None):
-  """Returns the default config; `arg` is a comma-separated list of variants (e.g. "tiny")."""
+  """Returns the default config; `arg` is a comma-separated list of variants ("tiny", "original")."""
   config = ml_collections.ConfigDict()
 
   # --- Model (DESIGN.md section 2) ---
@@ -80,5 +80,10 @@ def apply_variant(config, variant):
     config.eval_every_steps = 10
     config.num_eval_batches = 2
     config.checkpoint_every_steps = 10
+  elif variant == "original":
+    # The authors' input handling (their demo and test code): RGB / 255, no mean or std. For
+    # weights imported with `python -m r2n2_jax.import_weights`.
+    config.model.input_mean = (0.0, 0.0, 0.0)
+    config.model.input_std = (1.0, 1.0, 1.0)
   else:
-    raise ValueError(f"Unknown config variant {variant!r}; known: tiny")
+    raise ValueError(f"Unknown config variant {variant!r}; known: tiny, original")

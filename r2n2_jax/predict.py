@@ -5,7 +5,8 @@
 
 Images: PNG/JPEG, any size, RGB or RGBA (or greyscale/palette). Transparent pixels get the
 evaluation background (grey 240); each image is centre-cropped to a square, resized to 137 (the
-rendered size) and centre-cropped to 127, exactly as evaluation frames its views.
+rendered size) and centre-cropped to 127, exactly as evaluation frames its views. A 127x127 image
+(the model's input size, e.g. the original 3D-R2N2 demo's) is taken as it is.
 OUT by extension: .obj/.ply/.glb/.stl mesh (marching cubes of P(occupied) at the threshold,
 Taubin-smoothed, in the unit cube [-0.5, 0.5]^3 of the data, +y up), .npy (the (32, 32, 32)
 float32 probability grid), .binvox (the thresholded grid), .png (a rendering of the voxels).
@@ -51,10 +52,13 @@ def preprocess_image(rgba):
   """(H, W, 4) uint8 RGBA of any size -> (127, 127, 3) float32 model input in [0, 1].
 
   Alpha-composite on the evaluation background, centre-crop to a square, resize to 137 and
-  centre-crop to 127 (the evaluation's crop of the 137 renders).
+  centre-crop to 127 (the evaluation's crop of the 137 renders). A 127x127 image is already the
+  model's input and is taken as it is (resizing it to 137 and cropping would rescale it).
   """
   rgb = input_pipeline.composite_background(rgba, (input_pipeline.EVAL_BACKGROUND,) * 3)
   h, w = rgb.shape[:2]
+  if (h, w) == (input_pipeline.CROP,) * 2:
+    return input_pipeline.to_model_input(rgb)
   side = min(h, w)
   rgb = rgb[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
   if side != records.IMAGE_SIZE:
