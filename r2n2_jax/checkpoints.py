@@ -48,8 +48,23 @@ def checkpoint_dir(workdir):
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
 
 
+class _NoOrbaxTracebacks(logging.logging.Filter):
+  """Drops the tracebacks orbax's background threads log with a failed save or restore (a full
+  disk logs 4); the error still reaches `save`/`restore`, which say it in one line."""
+
+  def filter(self, record):
+    if "/orbax/" in record.pathname and not cli.show_tracebacks():
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_FILTER = _NoOrbaxTracebacks()
+
+
 def create_manager(workdir, keep=3):
   """A CheckpointManager writing WORKDIR/checkpoints/<step> and keeping the newest `keep`."""
+  if _FILTER not in logging.get_absl_logger().filters:
+    logging.get_absl_logger().addFilter(_FILTER)
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
@@ -322,8 +337,9 @@ def save(manager, step, state):
   except Exception as e:  # pylint: disable=broad-except  (any failure: clean up, say it in one line)
     if jax.process_index() == 0:
       _remove_partial(directory, step)
+    reason = "no space left on device" if "No space left" in str(e) else cli.one_line(e)
     raise CheckpointSaveError(
-        f"saving the checkpoint of step {step} to {directory} failed ({cli.one_line(e)}); its "
+        f"saving the checkpoint of step {step} to {directory} failed ({reason}); its "
         "partial folder was removed, the older checkpoints are intact") from e
 
 
