@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 
 from absl import logging
@@ -327,26 +328,94 @@ def save(manager, step, state):
   directory = os.fspath(manager.directory)
   step_dir = os.path.join(directory, str(step))
   try:
-    manager.save(step, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    manager.check_for_errors()
-    if jax.process_index() == 0:
-      if not os.path.isdir(step_dir):
-        raise OSError(f"orbax did not finalise {step_dir}")
-      write_checksums(step_dir)
-  except Exception as e:  # pylint: disable=broad-except  (any failure: clean up, say it in one line)
-    if jax.process_index() == 0:
-      _remove_partial(directory, step)
+    with _quiet_closed_loop_tracebacks():
+      try:
+        manager.save(step, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+        manager.check_for_errors()
+        if jax.process_index() == 0:
+          if not os.path.isdir(step_dir):
+            raise OSError(f"orbax did not finalise {step_dir}")
+          write_checksums(step_dir)
+      except Exception:  # pylint: disable=broad-except  (clean up while the filter is on)
+        if jax.process_index() == 0:
+          _remove_partial(directory, step)
+        raise
+  except Exception as e:  # pylint: disable=broad-except  (any failure: say it in one line)
     reason = "no space left on device" if "No space left" in str(e) else cli.one_line(e)
     raise CheckpointSaveError(
         f"saving the checkpoint of step {step} to {directory} failed ({reason}); its "
         "partial folder was removed, the older checkpoints are intact") from e
 
 
-def _remove_partial(directory, step):
-  for name in os.listdir(directory) if os.path.isdir(directory) else ():
-    if name == str(step) or name.startswith(f"{step}.orbax-checkpoint-tmp"):
+def _remove_partial(directory, step, settle_s=1.0, timeout_s=60.0):
+  """Removes the step's folder and orbax's tmp folder, again until none reappears for settle_s
+  (writes of the other arrays are still in flight when the first one fails)."""
+  deadline, quiet_since = time.time() + timeout_s, time.time()
+  while time.time() < deadline and time.time() - quiet_since < settle_s:
+    names = [n for n in (os.listdir(directory) if os.path.isdir(directory) else ())
+             if n == str(step) or n.startswith(f"{step}.orbax-checkpoint-tmp")]
+    for name in names:
       shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    if names:
+      quiet_since = time.time()
+    time.sleep(0.1)
+
+
+class _DropClosedLoopTracebacks:
+  """sys.stderr minus the "RuntimeError: Event loop is closed" tracebacks.
+
+  When one array of a save fails (a full disk), orbax closes its event loop while the writes of
+  the other arrays are still in flight; each of them then completes into the closed loop and
+  tensorstore prints its traceback with PyErr_Print (dozens, measured 47 with a full disk,
+  sys.excepthook is not consulted). They say nothing the save's own error does not.
+  """
+
+  MARK = "Traceback (most recent call last):\n"
+
+  def __init__(self, stream):
+    self._stream, self._pending, self._block = stream, "", None
+
+  def write(self, text):
+    self._pending += text
+    while "\n" in self._pending:
+      line, self._pending = self._pending.split("\n", 1)
+      self._line(line + "\n")
+    return len(text)
+
+  def _line(self, line):
+    if self._block is None:
+      if line == self.MARK:
+        self._block = [line]
+      else:
+        self._stream.write(line)
+      return
+    self._block.append(line)
+    if not line.startswith(" "):  # The exception line ends the traceback.
+      if line.strip() != "RuntimeError: Event loop is closed":
+        self._stream.write("".join(self._block))
+      self._block = None
+
+  def close_filter(self):
+    self._stream.write("".join(self._block or []) + self._pending)
+    self._stream.flush()
+
+  def __getattr__(self, name):
+    return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop_tracebacks():
+  if cli.show_tracebacks():
+    yield
+    return
+  original = sys.stderr
+  sys.stderr = _DropClosedLoopTracebacks(original)
+  try:
+    yield
+  finally:
+    sys.stderr.close_filter()
+    sys.stderr = original
 
 
 # --- evaluate / predict: params only ------------------------------------------------------------

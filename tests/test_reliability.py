@@ -139,3 +139,27 @@ def test_a_damaged_dataset_shard_is_named(tiny_config, tmp_path):
   last = _last_line(proc)
   assert last.startswith(f"launch: error: {dataset}/") and "-train.array_record-" in last
   assert "is unreadable; the file is damaged or truncated" in last and "record " in last
+
+
+def test_a_full_disk_stops_training_at_the_failed_save(tiny_config, tmp_path):
+  """A 500 MiB tmpfs holds one checkpoint of the tiny run (329 MiB), not two."""
+  mount_point = tmp_path / "tmpfs"
+  mount_point.mkdir()
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=500M", "tmpfs", str(mount_point)],
+                           capture_output=True, text=True, check=False)
+  if mounted.returncode:
+    pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+  try:
+    workdir = mount_point / "run"
+    proc = _launch(workdir, tiny_config.data_dir, 8)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert _last_line(proc) == (
+        f"launch: error: saving the checkpoint of step 4 to {workdir}/checkpoints failed (no space "
+        "left on device); its partial folder was removed, the older checkpoints are intact")
+    assert "step 4: " in proc.stderr and "step 5: " not in proc.stderr  # Stopped at its step.
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+    config = checkpoints.load_config(workdir)
+    _, step = checkpoints.restore_variables(workdir, config)
+    assert step == 2
+  finally:
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
