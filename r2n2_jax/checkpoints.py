@@ -130,19 +130,21 @@ def open_workdir(workdir, config):
 
 
 def _check_resume_config(workdir, config):
+  """A workdir with checkpoints resumes only with the model of its config.json and checkpoints."""
+  directory = checkpoint_dir(workdir)
+  steps = _steps(directory)
+  if not steps:
+    return  # Nothing to resume: a new config may replace the old one.
   if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
     differences = model_differences(load_config(workdir), config)
     if differences:
       raise CheckpointError(f"{workdir} holds a run of another model ({'; '.join(differences)}); "
                             "resume it with its own config or use another --workdir")
-  directory = checkpoint_dir(workdir)
-  steps = _steps(directory)
-  if steps:
-    problem = _shape_problem(_metadata(directory, steps[0]), {"params": abstract_params(config.model)},
-                             only="params")
-    if problem:
-      raise CheckpointError(f"{directory}/{steps[0]}: the config does not fit the checkpoint "
-                            f"({problem})")
+  problem = _shape_problem(_metadata(directory, steps[0]), {"params": abstract_params(config.model)},
+                           only="params")
+  if problem:
+    raise CheckpointError(f"{directory}/{steps[0]}: the config does not fit the checkpoint "
+                          f"({problem})")
 
 
 # --- checksums and checks -----------------------------------------------------------------------

@@ -181,3 +181,48 @@ def test_restore_variables_reads_params_only_and_skips_a_damaged_newest(model_wo
   assert sorted(os.listdir(checkpoints.checkpoint_dir(damaged))) == ["1", "2"]
   with pytest.raises(checkpoints.CheckpointError, match=r"/2 is unusable|step 2: .* is damaged"):
     checkpoints.restore_variables(damaged, config, step=2)
+
+
+def test_open_workdir_checks_before_it_writes_and_holds_the_lock(model_workdir, tmp_path):
+  import shutil
+  from r2n2_jax import config_lib, workdir_lock
+  workdir = str(tmp_path / "run")
+  shutil.copytree(model_workdir, workdir)
+  before = open(os.path.join(workdir, "config.json")).read()
+  other = default.get_config("tiny")
+  other.model.cell = "lstm"
+  with pytest.raises(checkpoints.CheckpointError, match=r"holds a run of another model \(cell: "
+                     r"'gru' -> 'lstm'\); resume it with its own config"):
+    with checkpoints.open_workdir(workdir, other):
+      pass
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  os.remove(os.path.join(workdir, "config.json"))  # Without config.json the shapes still decide.
+  other = default.get_config("tiny")
+  other.model.kernel_size = 1
+  with pytest.raises(checkpoints.CheckpointError, match="the config does not fit the checkpoint "
+                     r"\(parameter params/.* has shape"):
+    with checkpoints.open_workdir(workdir, other):
+      pass
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+  same = default.get_config("tiny")
+  same.model.conv3d_impl = "xla"  # How the same parameters are computed: may change on resume.
+  same.num_train_steps = 40
+  with checkpoints.open_workdir(workdir, same):
+    assert checkpoints.load_config(workdir).num_train_steps == 40
+    with pytest.raises(workdir_lock.WorkdirLockedError, match=f"pid {os.getpid()}"):
+      workdir_lock.WorkdirLock(workdir).acquire()
+  workdir_lock.WorkdirLock(workdir).acquire().release()
+
+  fresh = str(tmp_path / "fresh")
+  bad = default.get_config("tiny")
+  bad.model.kernel_size = 2
+  with pytest.raises(config_lib.ConfigError, match="kernel_size=2"):
+    with checkpoints.open_workdir(fresh, bad):
+      pass
+  assert not os.path.exists(fresh)
+
+
+def test_model_input_size_matches_the_records():
+  from data_prep import records
+  assert checkpoints.CROP == records.CROP_SIZE
