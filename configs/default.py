@@ -4,8 +4,11 @@ Variants import this and override a few fields. `get_config("tiny")` shrinks dat
 (never the architecture) so a run finishes in a couple of minutes on 2 CPU cores.
 """
 
+import difflib
+
 import ml_collections
 
+from r2n2_jax.config_lib import ConfigError
 from r2n2_jax.models.r2n2 import DEFAULT_INPUT_MEAN, DEFAULT_INPUT_STD
 
 
@@ -65,8 +68,11 @@ def get_config(arg=None):
   return config
 
 
+ARG_VARIANTS = ("tiny", "original")
+
+
 def apply_variant(config, variant):
-  """Applies a named variant in place; unknown names raise."""
+  """Applies a named variant in place; an unknown name is a ConfigError."""
   if variant == "tiny":
     config.procedural.num_objects = 40
     config.procedural.views = 6
@@ -86,4 +92,7 @@ def apply_variant(config, variant):
     config.model.input_mean = (0.0, 0.0, 0.0)
     config.model.input_std = (1.0, 1.0, 1.0)
   else:
-    raise ValueError(f"Unknown config variant {variant!r}; known: tiny, original")
+    hint = difflib.get_close_matches(variant, ARG_VARIANTS, n=1)
+    raise ConfigError(f"unknown config variant {variant!r}" +
+                      (f" (did you mean {hint[0]!r}?)" if hint else "") +
+                      f"; known: {', '.join(ARG_VARIANTS)}")

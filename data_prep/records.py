@@ -11,6 +11,8 @@ Datasets are written by a TFDS GeneratorBasedBuilder as array_record and read
 with `tfds.builder_from_directory(path).as_data_source(split)`, no TensorFlow needed.
 """
 
+import collections.abc
+
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -72,9 +74,64 @@ def write_dataset(name, split_examples, data_dir, config=None, description=None,
   return str(builder.data_dir)
 
 
+class DamagedRecordError(ValueError):
+  """A record of a dataset file cannot be read (bit rot, truncation)."""
+
+
+class NamedDataSource(collections.abc.Sequence):
+  """A TFDS data source whose read errors name the shard file and the record index in it.
+
+  (array_record says "Corrupted Riegeli/records file ... at byte N" for a damaged shard and a
+  truncated one yields None records that fail to decode; neither names the file.)
+  """
+
+  def __init__(self, source, split):
+    self._source, self._split = source, split
+    instructions = source.dataset_info.splits[split].file_instructions
+    self._files = [(i.filename, i.skip, i.take) for i in instructions]
+    self._starts = np.cumsum([0] + [take for _, _, take in self._files])
+
+  @property
+  def dataset_info(self):
+    return self._source.dataset_info
+
+  def __len__(self):
+    return len(self._source)
+
+  def __iter__(self):
+    for i in range(len(self)):
+      yield self[i]
+
+  def __getitem__(self, index):
+    index = int(index)
+    try:
+      return self._source[index]
+    except (RuntimeError, ValueError, OSError) as e:
+      raise self._error(index, e) from e
+
+  def __getitems__(self, indices):
+    try:
+      return self._source.__getitems__(list(indices))
+    except (RuntimeError, ValueError, OSError):
+      return [self[i] for i in indices]  # Finds (and names) the damaged record.
+
+  def _error(self, index, error):
+    shard = int(np.searchsorted(self._starts, index % max(len(self), 1), side="right")) - 1
+    filename, skip, _ = self._files[min(max(shard, 0), len(self._files) - 1)]
+    record = skip + index - self._starts[shard]
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DamagedRecordError(f"{filename}: record {record} (example {index} of split "
+                              f"{self._split!r}) is unreadable; the file is damaged or truncated "
+                              f"({message})")
+
+
 def load_split(dataset_dir, split):
-  """Random-access data source of one split of a dataset directory (no TensorFlow needed)."""
-  return tfds.builder_from_directory(str(dataset_dir)).as_data_source(split)
+  """Random-access data source of one split of a dataset directory (no TensorFlow needed).
+
+  A damaged shard is a DamagedRecordError naming the file and the record.
+  """
+  source = tfds.builder_from_directory(str(dataset_dir)).as_data_source(split)
+  return NamedDataSource(source, split)
 
 
 def decode_text(value):

@@ -16,20 +16,18 @@ seed), so runs with different configs see the same views.
 import glob
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-from flax import traverse_util
 import jax
-from ml_collections import config_flags
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 
 from data_prep import records
 from r2n2_jax import checkpoints
+from r2n2_jax import cli
+from r2n2_jax import config_lib
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
 from r2n2_jax import process_setup
@@ -41,8 +39,9 @@ THRESHOLD = 0.4  # R2N2 protocol threshold for the by-views/by-class figures, F-
 GALLERY_PER_CLASS = 2
 GALLERY_VIEWS = 4
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (path.py[:arg]); default: the workdir's config.json.")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config file (path.py[:arg]); default: the workdir's config.json. Fields are "
+    "overridden with --config.<field>=<value> (also without --config).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints/.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
@@ -58,47 +57,6 @@ _VIEW_COUNTS = flags.DEFINE_list("view_counts", None,
 def eval_dir(workdir, split):
   """WORKDIR/eval for the test split, WORKDIR/eval_<split> otherwise."""
   return os.path.join(workdir, "eval" if split == "test" else f"eval_{split}")
-
-
-def _check_config_fits_checkpoint(workdir, config, step):
-  """Raises ValueError naming the first parameter whose shape differs between config and checkpoint.
-
-  Checked on the checkpoint's metadata before restoring, because a failed orbax restore leaves
-  background threads that print tracebacks.
-  """
-  views = jax.ShapeDtypeStruct((1, 1, records.CROP_SIZE, records.CROP_SIZE, 3), np.float32)
-  mask = jax.ShapeDtypeStruct((1, 1), bool)
-  expected = jax.eval_shape(build_model(config.model).init, jax.random.key(0), views, mask)
-  with ocp.CheckpointManager(checkpoints.checkpoint_dir(workdir),
-                             item_handlers=ocp.StandardCheckpointHandler()) as manager:
-    step = manager.latest_step() if step is None else step
-    if step is None or step not in manager.all_steps():
-      return  # checkpoints.restore_variables says what is missing.
-    stored = manager.item_metadata(step)["params"]
-  expected = traverse_util.flatten_dict(expected["params"], sep="/")
-  stored = traverse_util.flatten_dict(dict(stored), sep="/")
-  for name in sorted(set(expected) | set(stored)):
-    want = tuple(expected[name].shape) if name in expected else None
-    have = tuple(stored[name].shape) if name in stored else None
-    if want != have:
-      raise ValueError(f"parameter {name} has shape {have} in the checkpoint but {want} in the config")
-
-
-def restore_variables(workdir, config, step=None):
-  """checkpoints.restore_variables, with a config that does not fit the checkpoint as a ValueError."""
-  try:
-    _check_config_fits_checkpoint(workdir, config, step)
-    return checkpoints.restore_variables(workdir, config, step)
-  except (KeyError, TypeError, AttributeError, ValueError) as e:
-    first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise ValueError(f"{workdir}: the config does not describe a loadable model for its checkpoint "
-                     f"({first_line})") from None
-
-
-def exit_with_error(program, error):
-  """Exits with status 1 and `program: <first line of error>` on stderr, no traceback."""
-  message = str(error).splitlines()[0] if str(error) else type(error).__name__
-  sys.exit(f"{program}: {message}")
 
 
 def make_reconstruct_fns(model_config):
@@ -129,7 +87,7 @@ def evaluate(config, workdir, split="test", step=None, save_predictions=False, b
              max_objects=-1, view_seed=0, view_counts=None):
   """Evaluates the checkpoint of `workdir` on `split`; writes eval files and returns metrics.json."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  variables, step = restore_variables(workdir, config, step)
+  variables, step = checkpoints.restore_variables(workdir, config, step)
   params = variables["params"]
   data_dir = input_pipeline.dataset_dir(config)
   source = records.load_split(data_dir, split)
@@ -222,22 +180,39 @@ def load_predictions(out_dir):
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+_OVERRIDES = []  # --config.<field>=<value> flags, taken out of argv by _parse_flags.
+
+
+def _parse_flags(argv):
+  argv, overrides = config_lib.split_flag_overrides(argv)
+  _OVERRIDES.extend(overrides)
+  return app.parse_flags_with_usage(argv)
+
+
+def load_config(config_spec, workdir, overrides=()):
+  """The --config file (or the workdir's config.json) with overrides, validated."""
+  if config_spec:
+    _, config = config_lib.load(config_spec, overrides)
+  else:
+    config = checkpoints.load_config(workdir)
+    config_lib.apply_overrides(config, overrides)
+  return config_lib.validate(config)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   process_setup.setup("evaluate")
   if not _WORKDIR.value:
-    exit_with_error("evaluate", "--workdir is required")
-  try:
-    config = _CONFIG.value or checkpoints.load_config(_WORKDIR.value)
+    cli.exit_with_error("evaluate", "--workdir is required")
+  with cli.user_errors("evaluate"):
+    config = load_config(_CONFIG.value, _WORKDIR.value, _OVERRIDES)
     results = evaluate(config, _WORKDIR.value, _SPLIT.value, _STEP.value, _SAVE.value,
                        _BATCH.value, _MAX_OBJECTS.value, _VIEW_SEED.value, _VIEW_COUNTS.value)
-  except (FileNotFoundError, ValueError, KeyError) as e:
-    exit_with_error("evaluate", e)
   logging.info("wrote %s", eval_dir(os.path.abspath(os.path.expanduser(_WORKDIR.value)), _SPLIT.value))
   print(json.dumps({k: results[k] for k in ("step", "views", "num_objects", "iou", "iou_by_views",
                                              "log_loss", "fscore")}, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

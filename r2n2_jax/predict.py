@@ -24,7 +24,7 @@ import trimesh
 
 from data_prep import records
 from r2n2_jax import checkpoints
-from r2n2_jax import evaluate
+from r2n2_jax import cli
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
 from r2n2_jax import process_setup
@@ -71,7 +71,7 @@ class Predictor:
 
   def __init__(self, workdir, step=None):
     self.config = checkpoints.load_config(workdir)
-    self.variables, self.step = evaluate.restore_variables(workdir, self.config, step)
+    self.variables, self.step = checkpoints.restore_variables(workdir, self.config, step)
     model = build_model(self.config.model)
     self._apply = jax.jit(
         lambda v, views: metrics.occupancy_probability(model.apply(v, views, np.ones(
@@ -126,9 +126,11 @@ def main(argv=None):
   parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: latest).")
   parser.add_argument("--timing", action="store_true",
                       help=f"Print the single-image latency (median of {TIMING_RUNS} after warm-up).")
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
+  cli.set_verbosity(args.verbosity)
+  with cli.user_errors("predict"):
   process_setup.setup("predict")
-  try:
     if os.path.splitext(args.output)[1].lower() not in OUTPUT_FORMATS:
       raise ValueError(f"{args.output}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
     views = np.stack([preprocess_image(load_image(p)) for p in args.images])
@@ -145,8 +147,6 @@ def main(argv=None):
             f"after warm-up)")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_output(probs, args.output, args.threshold)
-  except (FileNotFoundError, ValueError, OSError) as e:
-    evaluate.exit_with_error("predict", e)
   print(f"wrote {args.output} ({int((probs >= args.threshold).sum())} occupied voxels of 32^3, "
         f"step {predictor.step})")
 

@@ -11,54 +11,27 @@ paper's 8 variants configs/{simple,residual}_{gru,lstm}_k{1,3}.py.
 """
 
 import argparse
-import ast
-import importlib.util
 import json
 import os
 
 from absl import logging
 
 from r2n2_jax import checkpoints
+from r2n2_jax import cli
+from r2n2_jax import config_lib
 from r2n2_jax import evaluate
 from r2n2_jax import process_setup
 from r2n2_jax import report
 from r2n2_jax import train
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 VARIANTS = tuple(f"{e}_{c}_k{k}" for e in ("simple", "residual") for c in ("gru", "lstm")
                  for k in (1, 3))
 
 
 def load_config(spec, overrides=()):
   """'path.py[:arg]' (or a variant name) plus 'dotted.key=value' overrides -> (name, ConfigDict)."""
-  path, _, arg = spec.partition(":")
-  if not path.endswith(".py"):
-    path = os.path.join(CONFIG_DIR, f"{path}.py")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no such config file")
-  stem = os.path.splitext(os.path.basename(path))[0]
-  module_spec = importlib.util.spec_from_file_location(f"r2n2_sweep_config_{stem}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  for override in overrides:
-    key, sep, text = override.partition("=")
-    if not sep:
-      raise ValueError(f"override {override!r} is not key=value")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text  # A bare string such as a path or "lstm".
-    *parents, field = key.split(".")
-    node = config
-    for part in parents + [field]:
-      if not hasattr(node, "keys") or part not in node:
-        raise KeyError(f"override {override!r}: the config has no field {key!r}")
-      if part != field:
-        node = node[part]
-    node[field] = value  # ConfigDict fields are typed: a wrong type raises TypeError.
-  name = stem + (f"_{arg.replace(',', '_')}" if arg else "")
-  return name, config
+  name, config = config_lib.load(spec, overrides)
+  return name, config_lib.validate(config)
 
 
 def _evaluated_step(workdir, split):
@@ -105,13 +78,12 @@ def main(argv=None):
                       help="Overrides applied to every config, e.g. num_train_steps=1000.")
   parser.add_argument("--train_eval_objects", type=int, default=64,
                       help="Train objects evaluated for the table's train columns (0: none).")
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
-  logging.set_verbosity(logging.INFO)
+  cli.set_verbosity(args.verbosity)
+  with cli.user_errors("sweep"):
   process_setup.setup("sweep")
-  try:
     table = sweep(args.root, args.configs, args.arg, args.set, args.train_eval_objects)
-  except (FileNotFoundError, ValueError, KeyError, TypeError) as e:
-    evaluate.exit_with_error("sweep", e)
   print(table)
 
 

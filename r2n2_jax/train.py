@@ -164,13 +164,6 @@ def evaluate(config, p_eval_step, p_state, data_dir, writer, step):
   return results
 
 
-def _validate_batch_sizes(config):
-  devices = jax.device_count()
-  for name in ("batch_size", "eval_batch_size"):
-    if config[name] % devices:
-      raise ValueError(f"config.{name}={config[name]} must be divisible by the {devices} devices")
-
-
 def _prepare_data(config):
   """The dataset directory; process 0 builds it on first use while the others wait."""
   if jax.process_index() == 0:
@@ -184,16 +177,20 @@ def _prepare_data(config):
 def train_and_evaluate(config, workdir):
   """Trains config's model in `workdir`, resuming from its latest checkpoint; returns final metrics."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
-  _validate_batch_sizes(config)
-  if jax.process_index() == 0:
-    checkpoints.save_config(workdir, config)
+  # Validates the config, locks the workdir, checks the config against its checkpoints, writes
+  # config.json (see checkpoints.open_workdir); the lock is held until training returns.
+  with checkpoints.open_workdir(workdir, config):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir):
   data_dir = _prepare_data(config)
 
   state = create_train_state(config, jax.random.key(config.seed))
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
-  if manager.latest_step() is not None:
-    restored = checkpoints.restore(manager, jax.eval_shape(lambda: state_to_pytree(state)))
+  # The newest checkpoint that passes its checksums and shapes (damaged newer ones moved aside).
+  restored = checkpoints.restore_newest_intact(manager, jax.eval_shape(lambda: state_to_pytree(state)))
+  if restored is not None:
     state = state.replace(**restored)
     logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
   start_step = int(state.step)
@@ -230,7 +227,7 @@ def train_and_evaluate(config, workdir):
       results.update(evaluate(config, p_eval_step, p_state, data_dir, writer, step))
     if step % config.checkpoint_every_steps == 0 or is_last:
       host_state = jax.device_get(flax.jax_utils.unreplicate(p_state))
-      checkpoints.save(manager, step, state_to_pytree(host_state))
+      checkpoints.save(manager, step, state_to_pytree(host_state))  # Waits; raises if it failed.
   manager.wait_until_finished()
   manager.close()
   writer.close()
