@@ -58,7 +58,7 @@ def save(manager, step, state):
 def restore_variables(workdir, config, step=None):
   """Model variables {"params": ...} of a checkpoint (default: the latest), on the default device,
   and its step. (Host arrays would be copied into every jitted call: +50 ms per prediction.)"""
-  from r2n2_jax import train  # Local import: train imports this module.
+  from r2n2_jax import train_state  # Local import: train_state -> train imports this module.
 
   directory = checkpoint_dir(workdir)
   with ocp.CheckpointManager(directory) as manager:
@@ -68,7 +68,7 @@ def restore_variables(workdir, config, step=None):
     step = max(available) if step is None else int(step)
     if step not in available:
       raise FileNotFoundError(f"{directory}: no checkpoint at step {step} (have {sorted(available)})")
-    abstract = jax.eval_shape(lambda: train.state_to_pytree(
-        train.create_train_state(config, jax.random.key(0))))
+    abstract = jax.eval_shape(lambda: train_state.state_to_pytree(
+        train_state.create_train_state(config, jax.random.key(0))))
     restored = restore(manager, abstract, step)
   return jax.device_put({"params": restored["params"]}), step
