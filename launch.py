@@ -2,17 +2,23 @@
 
   python launch.py --config configs/simple_gru_k1.py --workdir DIR [--config.batch_size=8]
   python launch.py --config configs/simple_gru_k1.py:tiny --workdir DIR   # CPU-sized run
+
+Several processes: JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, or srun (see
+r2n2_jax/distributed.py). SIGTERM or Ctrl-C checkpoints the current step and exits with 128 + the
+signal number; the same command resumes.
 """
 
-import os
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
+from r2n2_jax import console
 from r2n2_jax import cpu_flags
+from r2n2_jax import distributed
+from r2n2_jax import preemption
 from r2n2_jax import train
 
 FLAGS = flags.FLAGS
@@ -20,31 +26,26 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 config_flags.DEFINE_config_file("config", None, "Config file, optionally with ':variant'.",
                                 lock_config=True)
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() (multi-host). Default: "
-                  "auto, when JAX_COORDINATOR_ADDRESS or a multi-task SLURM job is detected.")
+                  "auto, when JAX_COORDINATOR_ADDRESS is set or under an srun step of several "
+                  "tasks.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _wants_distributed():
-  if FLAGS.distributed is not None:
-    return FLAGS.distributed
-  return bool(os.environ.get("JAX_COORDINATOR_ADDRESS")) or int(
-      os.environ.get("SLURM_NTASKS", "1")) > 1
-
-
-def _distributed_kwargs():
-  """num_processes / process_id from JAX_NUM_PROCESSES / JAX_PROCESS_ID (jax reads only the address)."""
-  names = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
-  return {arg: int(os.environ[env]) for arg, env in names.items() if env in os.environ}
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _wants_distributed():
-    jax.distributed.initialize(**_distributed_kwargs())
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  console.quiet_libraries()
+  try:
+    spec = distributed.initialize(FLAGS.distributed)
+  except ValueError as e:  # A malformed launch environment: one line, no traceback.
+    sys.exit(f"launch.py: {e}")
+  distributed.log_startup(spec)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except preemption.Interrupted as e:
+    logging.warning("Exiting with status %d (%s)", e.exit_code, e)
+    logging.flush()
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ import pytest  # noqa: E402
 from configs import default  # noqa: E402
 
 
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: subprocesses, real training or EGL rendering")
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory):
   """The `:tiny` config with its procedural dataset built once per session in a temp data_dir."""
