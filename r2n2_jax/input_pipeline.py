@@ -179,7 +179,8 @@ def create_train_iterator(config, data_dir, start_step=0, process_index=0, proce
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
   # Example indices are global positions and n is drawn per global batch: equal on every host.
   ds = ds.map_with_index(TrainExample(config, config.batch_size))
-  ds = ds.batch(host_batch)[process_index::process_count]  # Global batch b = slices bP..bP+P-1.
+  # Global batch b is slices bP..bP+P-1 (drop_remainder: an infinite length stays an int).
+  ds = ds.batch(host_batch, drop_remainder=True)[process_index::process_count]
   return iter(_to_iter(config, ds[start_step:]))
 
 

@@ -58,10 +58,12 @@ class StopOnSignal:
 
   def _record(self, signum, frame):
     del frame
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # A second Ctrl-C: stop now, without a checkpoint.
     if self.signum is None:
-      logging.warning("%s received: finishing the current step, then checkpointing and exiting",
-                      signal.Signals(signum).name)
-    self.signum = signum
+      logging.warning("%s received: finishing the current step, then checkpointing and exiting "
+                      "(Ctrl-C again: exit at once)", signal.Signals(signum).name)
+      self.signum = signum
 
   def _forward_to_notifier(self, signum, frame):
     self._record(signum, frame)

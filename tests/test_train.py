@@ -109,3 +109,12 @@ def test_one_compilation_of_each_step_per_run(tiny_config, tmp_path, monkeypatch
   assert sorted(calls) == ["eval_step", "train_step"]
   assert "Resumed from" in caplog.text and resumed["train/loss"] != first["train/loss"]
   assert np.isfinite([first["eval/loss"], resumed["eval/iou_0.4"]]).all()
+
+
+def test_a_gpu_sized_config_on_a_cpu_gets_a_hint(tiny_config, caplog):
+  config = tiny_config.copy_and_resolve_references()
+  train._hint_if_gpu_sized(config)
+  assert ":tiny" not in caplog.text
+  config.batch_size = 36
+  train._hint_if_gpu_sized(config)
+  assert "--config configs/simple_gru_k1.py:tiny" in caplog.text
