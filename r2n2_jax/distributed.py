@@ -108,7 +108,10 @@ def launch_spec(env, distributed=None):
     if missing and not step:
       raise ValueError(f"JAX_COORDINATOR_ADDRESS is set but {' and '.join(missing)} not: set "
                        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process")
-    num, pid = (_int(env, "JAX_NUM_PROCESSES"), _int(env, "JAX_PROCESS_ID")) if not missing else step[:2]
+    if missing:
+      num, pid = step[:2]
+    else:
+      num, pid = _int(env, "JAX_NUM_PROCESSES"), _int(env, "JAX_PROCESS_ID")
     local = _explicit_local_devices(env) or (_slurm_local_devices(env) if step else None)
     kwargs = dict(coordinator_address=env["JAX_COORDINATOR_ADDRESS"], num_processes=num,
                   process_id=pid, local_device_ids=local, cluster_detection_method="deactivate")
@@ -125,7 +128,7 @@ def launch_spec(env, distributed=None):
     return LaunchSpec({}, "jax.distributed auto-detection (--distributed)")
   if "SLURM_JOB_ID" in env and int(env.get("SLURM_NTASKS", "1") or 1) > 1 and not step:
     return LaunchSpec(None, f"single process: SLURM allocation of {env['SLURM_NTASKS']} tasks, "
-                            "but not started by srun (run `srun python launch.py ...` to use them all)")
+                            "but not started by srun (`srun python launch.py ...` uses them all)")
   return LaunchSpec(None, "single process")
 
 

@@ -204,7 +204,8 @@ def _first_local(tree):
 
 
 def validate(config, p_eval_step, p_state, data_dir, writer, step):
-  """Validation loss and IoU@0.4 over config.num_eval_batches global batches; logs them and an image.
+  """Validation loss and IoU@0.4 over config.num_eval_batches global batches; logs them and an
+  image.
 
   Every process runs the same number of (padded) batches, so the collectives stay in step.
   """
@@ -216,7 +217,8 @@ def validate(config, p_eval_step, p_state, data_dir, writer, step):
     all_sums.append(sums)
     if image is None and batch["valid"][0]:
       image = reconstruction_image(batch["views"][0, 0], _first_local(probs)[0], batch["voxels"][0])
-  totals = {k: sum(np.float64(s[k]) for s in _first_local(all_sums)) for k in ("loss", "iou", "count")}
+  all_sums = _first_local(all_sums)
+  totals = {k: sum(np.float64(s[k]) for s in all_sums) for k in ("loss", "iou", "count")}
   if not all_sums or totals["count"] == 0:
     raise ValueError(f"Split {config.eval_split!r} of {data_dir} has no examples to evaluate")
   results = {"eval/loss": totals["loss"] / totals["count"],

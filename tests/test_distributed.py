@@ -15,7 +15,8 @@ SRUN_ONE_TASK_PER_NODE = {
 
 def test_plain_process_and_forced_single_process():
   assert distributed.launch_spec({}).kwargs is None
-  assert distributed.launch_spec({"JAX_COORDINATOR_ADDRESS": "h:1"}, distributed=False).kwargs is None
+  forced = distributed.launch_spec({"JAX_COORDINATOR_ADDRESS": "h:1"}, distributed=False)
+  assert forced.kwargs is None
   # --distributed with nothing recognised leaves detection to jax (Kubernetes, MPI, ...).
   assert distributed.launch_spec({}, distributed=True).kwargs == {}
 

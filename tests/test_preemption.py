@@ -107,7 +107,8 @@ def _assert_same_params(workdir_a, workdir_b, step):
 
 
 def _eval_line(output, step):
-  return re.search(rf"step {step}: (eval/loss=\S+ eval/iou_0\.4=\S+)", output.replace(",", "")).group(1)
+  match = re.search(rf"step {step}: (eval/loss=\S+ eval/iou_0\.4=\S+)", output.replace(",", ""))
+  return match.group(1)
 
 
 def _stop_step(output, signame):

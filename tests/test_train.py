@@ -90,7 +90,7 @@ def _counting(fn, calls):
 
 
 def test_one_compilation_of_each_step_per_run(tiny_config, tmp_path, monkeypatch, caplog):
-  """Steps, validations with padded batches, checkpoints, and a resumed run: each step traced once."""
+  """Steps, validations with padded batches, checkpoints, a resumed run: each step traced once."""
   config = tiny_config.copy_and_resolve_references()
   config.num_train_steps, config.log_every_steps = 3, 1
   config.eval_every_steps, config.checkpoint_every_steps = 2, 2
