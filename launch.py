@@ -5,17 +5,22 @@
 
 A bad config, a workdir in use or a damaged checkpoint is one line, `launch: error: ...`, and exit
 status 1; --verbosity=1 (or R2N2_TRACEBACK=1) adds the traceback.
+Several processes: JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, or srun (see
+r2n2_jax/distributed.py). SIGTERM or Ctrl-C checkpoints the current step and exits with 128 + the
+signal number; the same command resumes.
 """
 
-import os
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 
 from r2n2_jax import cli
 from r2n2_jax import config_lib
+from r2n2_jax import console
+from r2n2_jax import distributed
+from r2n2_jax import preemption
 from r2n2_jax import process_setup
 from r2n2_jax import train
 
@@ -24,21 +29,9 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard eve
 flags.DEFINE_string("config", None, "Config file, optionally with ':variant'; fields are "
                     "overridden with --config.<field>=<value>.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() (multi-host). Default: "
-                  "auto, when JAX_COORDINATOR_ADDRESS or a multi-task SLURM job is detected.")
+                  "auto, when JAX_COORDINATOR_ADDRESS is set or under an srun step of several "
+                  "tasks.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _wants_distributed():
-  if FLAGS.distributed is not None:
-    return FLAGS.distributed
-  return bool(os.environ.get("JAX_COORDINATOR_ADDRESS")) or int(
-      os.environ.get("SLURM_NTASKS", "1")) > 1
-
-
-def _distributed_kwargs():
-  """num_processes / process_id from JAX_NUM_PROCESSES / JAX_PROCESS_ID (jax reads only the address)."""
-  names = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
-  return {arg: int(os.environ[env]) for arg, env in names.items() if env in os.environ}
 
 
 _OVERRIDES = []  # --config.<field>=<value> flags, taken out of argv by _parse_flags.
@@ -54,18 +47,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   process_setup.setup("launch.py")
+  console.quiet_libraries()
   with cli.user_errors("launch"):
     _, config = config_lib.load(FLAGS.config, _OVERRIDES)
     config_lib.validate(config)  # Before jax.distributed (and again, with the devices, in train).
-    run(config)
-
-
-def run(config):
-  if _wants_distributed():
-    jax.distributed.initialize(**_distributed_kwargs())
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_devices())
-  train.train_and_evaluate(config, FLAGS.workdir)
+    spec = distributed.initialize(FLAGS.distributed)  # A malformed environment: a ValueError.
+    distributed.log_startup(spec)
+    try:
+      train.train_and_evaluate(config, FLAGS.workdir)
+    except preemption.Interrupted as e:
+      logging.warning("Exiting with status %d (%s)", e.exit_code, e)
+      logging.flush()
+      sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

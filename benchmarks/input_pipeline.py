@@ -21,6 +21,7 @@ import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import input_pipeline  # noqa: E402
 from r2n2_jax import train  # noqa: E402
+from r2n2_jax import train_state  # noqa: E402
 
 
 def pipeline_views_per_s(config, data_dir, num_batches):
@@ -34,7 +35,7 @@ def pipeline_views_per_s(config, data_dir, num_batches):
 
 def step_views_per_s(config, batch_size, views, num_steps):
   """Views/s of the jitted train step at `views` views per example (its highest views/s)."""
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train_state.create_train_state(config, jax.random.key(0))
   step = jax.jit(train.train_step, donate_argnums=(0,))
   batch = jax.device_put(common.jax_batch(batch_size, views))
   state, _ = step(state, batch)  # Compile and warm up.

@@ -21,11 +21,12 @@ import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import cpu_flags  # noqa: E402
 from r2n2_jax import train  # noqa: E402
+from r2n2_jax import train_state  # noqa: E402
 
 
 def jax_step_fn(config, batch_size, views):
   """A zero-argument callable running one real train step (state donated, as in the loop)."""
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train_state.create_train_state(config, jax.random.key(0))
   batch = jax.device_put(common.jax_batch(batch_size, views))
   step = jax.jit(train.train_step, donate_argnums=(0,))
   compiled = step.lower(state, batch).compile()
@@ -41,7 +42,7 @@ def jax_step_fn(config, batch_size, views):
 
 def compiled_memory(config, batch_size, views):
   """XLA's buffer plan of the train step, compiled but not run: (temporaries, arguments) bytes."""
-  state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0)))
+  state = jax.eval_shape(lambda: train_state.create_train_state(config, jax.random.key(0)))
   batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                        common.jax_batch(batch_size, views))
   compiled = jax.jit(train.train_step, donate_argnums=(0,)).lower(state, batch).compile()

@@ -127,29 +127,48 @@ def _to_iter(config, ds):
 
 
 def create_train_iterator(config, data_dir, start_step=0, process_index=0, process_count=1):
-  """Iterator over this host's training batches from `start_step` on (host batch = global / hosts)."""
+  """Iterator over this host's training batches from `start_step` on (host batch = global / hosts).
+
+  The global order (shuffle, then batches of config.batch_size) depends on the seed only, and host
+  p reads the p-th of `process_count` slices of every global batch: the data a step reads does not
+  depend on the number of hosts, so a run resumed on other hosts reads what it would have read.
+  """
   if config.batch_size % process_count:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {process_count} hosts")
   host_batch = config.batch_size // process_count
   source = records.load_split(data_dir, config.train_split)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = ds.shuffle(seed=config.seed).repeat()
-  ds = ds.map_with_index(TrainExample(config, host_batch)).batch(host_batch, drop_remainder=True)
+  ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
+  # Example indices are global positions and n is drawn per global batch: equal on every host.
+  ds = ds.map_with_index(TrainExample(config, config.batch_size))
+  # Global batch b is slices bP..bP+P-1 (drop_remainder: an infinite length stays an int).
+  ds = ds.batch(host_batch, drop_remainder=True)[process_index::process_count]
   return iter(_to_iter(config, ds[start_step:]))
 
 
 def create_eval_iterator(config, data_dir, split, num_views, num_batches=-1, process_index=0,
                          process_count=1):
-  """Host batches of a split with fixed views; the last batch is padded with `valid` False."""
+  """This host's batches of a split with fixed views, `num_batches` global batches (-1: all).
+
+  Host p holds the p-th slice of every global batch of config.eval_batch_size, and every host
+  yields the same number of batches (collectives stay in step): slots past the end of the split
+  are padding with `valid` False.
+  """
+  if config.eval_batch_size % process_count:
+    raise ValueError(f"eval_batch_size {config.eval_batch_size} is not divisible by "
+                     f"{process_count} hosts")
   host_batch = config.eval_batch_size // process_count
   source = records.load_split(data_dir, split)
+  total = len(source) if num_batches <= 0 else min(len(source), num_batches * config.eval_batch_size)
+  num_global = -(-total // config.eval_batch_size)
   ds = grain.MapDataset.source(source)
   ds = ds.map_with_index(EvalExample(config.seed, num_views, max(num_views, config.max_views)))
-  ds = ds[process_index::process_count].batch(host_batch)
-  if num_batches > 0:
-    ds = ds[:num_batches]
-  for batch in _to_iter(config, ds):
+  ds = ds[:total]
+  yielded = 0
+  for batch in _to_iter(config, ds.batch(host_batch)[process_index::process_count]):
     yield pad_batch(batch, host_batch)
+    yielded += 1
+  for _ in range(num_global - yielded):  # This host's slices all lie past the end of the split.
+    yield pad_batch({k: np.asarray(v)[None][:0] for k, v in ds[0].items()}, host_batch)
 
 
 def pad_batch(batch, size):

@@ -1,63 +1,36 @@
-"""Training: state, pure train/eval steps, pmap over local devices, checkpoints, metrics, the loop."""
+"""Training: pure train/eval steps, pmap over local devices, and the loop (validation, checkpoints,
+progress lines, preemption).
+
+The loop never waits for the device between steps: batches are put on the devices two steps
+ahead, metrics stay there until a log or progress line or a checkpoint needs them, and the host
+runs at most two steps ahead of the device (so queued batches cannot pile up in device memory).
+"""
 
 import functools
 import os
+import signal
 import time
 
 from absl import logging
 import flax
-from flax.training import train_state
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from r2n2_jax import checkpoints
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
-from r2n2_jax.models import build_model
+from r2n2_jax import preemption
+from r2n2_jax import train_state
 
 IOU_THRESHOLD = 0.4  # The R2N2 protocol's threshold for validation IoU.
+AXIS = "batch"  # The pmap axis; replicated state and prefetched batches use it as their mesh axis.
+PROGRESS_EVERY_SECS = 30.0  # A progress line at least this often, whatever log_every_steps is.
+GPU_SIZED_BATCH = 36  # The paper's batch: on a CPU a step of it takes minutes.
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite."""
-
-
-def learning_rate_schedule(config):
-  """Piecewise-constant: learning_rate, times lr_decay at each of lr_decay_steps."""
-  return optax.piecewise_constant_schedule(
-      config.learning_rate, {int(s): config.lr_decay for s in config.lr_decay_steps})
-
-
-def _is_weight(path, _):
-  """Weight decay applies to kernels, not biases (any parameter named 'bias')."""
-  return getattr(path[-1], "key", None) != "bias"
-
-
-def create_optimizer(config):
-  """Adam with L2 weight decay on weights only, added to the gradient as in the original code."""
-  decay_mask = lambda params: jax.tree_util.tree_map_with_path(_is_weight, params)
-  return optax.chain(
-      optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
-      optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2),
-      optax.scale_by_learning_rate(learning_rate_schedule(config)),
-  )
-
-
-def create_train_state(config, rng):
-  """Initialised TrainState (params, Adam state, step 0) of config.model."""
-  model = build_model(config.model)
-  views = jnp.zeros((1, 1, input_pipeline.CROP, input_pipeline.CROP, 3), jnp.float32)
-  params = jax.jit(model.init)(rng, views, jnp.ones((1, 1), bool))["params"]
-  return train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                       tx=create_optimizer(config))
-
-
-def state_to_pytree(state):
-  """The checkpointed part of a TrainState."""
-  return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
+  """The training loss (or the parameters about to be saved) became NaN or infinite."""
 
 
 def _forward(params, apply_fn, batch):
@@ -66,7 +39,10 @@ def _forward(params, apply_fn, batch):
 
 
 def train_step(state, batch, axis_name=None):
-  """One Adam step on the mean voxel cross-entropy; grads averaged over `axis_name` if given."""
+  """One Adam step on the mean voxel cross-entropy; grads averaged over `axis_name` if given.
+
+  Metrics: loss and IoU@0.4 (means over the batch) and the number of real views it held.
+  """
 
   def loss_fn(params):
     logits = _forward(params, state.apply_fn, batch)
@@ -76,20 +52,22 @@ def train_step(state, batch, axis_name=None):
   iou = metrics.iou_per_object(metrics.occupancy_probability(logits), batch["voxels"],
                                IOU_THRESHOLD).mean()
   step_metrics = {"loss": loss, "iou": iou}
+  views = batch["view_mask"].sum(dtype=np.float32)
   if axis_name is not None:
     grads = jax.lax.pmean(grads, axis_name)
     step_metrics = jax.lax.pmean(step_metrics, axis_name)
-  return state.apply_gradients(grads=grads), step_metrics
+    views = jax.lax.psum(views, axis_name)
+  return state.apply_gradients(grads=grads), dict(step_metrics, views=views)
 
 
 def eval_step(state, batch, axis_name=None):
   """Sums of loss and IoU@0.4 over the valid examples of a batch, and their count."""
   logits = _forward(state.params, state.apply_fn, batch)
-  valid = batch["valid"].astype(jnp.float32)
+  valid = batch["valid"].astype(np.float32)
   loss = metrics.voxel_cross_entropy(logits, batch["voxels"])
   probs = metrics.occupancy_probability(logits)
   iou = metrics.iou_per_object(probs, batch["voxels"], IOU_THRESHOLD)
-  sums = {"loss": jnp.sum(loss * valid), "iou": jnp.sum(iou * valid), "count": jnp.sum(valid)}
+  sums = {"loss": (loss * valid).sum(), "iou": (iou * valid).sum(), "count": valid.sum()}
   if axis_name is not None:
     sums = jax.lax.psum(sums, axis_name)
   return sums, probs
@@ -133,35 +111,140 @@ class MetricsWriter:
       self.writer.close()
 
 
+def _duration(seconds):
+  minutes, s = divmod(int(round(seconds)), 60)
+  hours, m = divmod(minutes, 60)
+  days, h = divmod(hours, 24)
+  return (f"{days}d " if days else "") + f"{h}:{m:02d}:{s:02d}"
+
+
+class TrainingMonitor:
+  """Per-step metrics kept on the device and fetched only for a log line, a progress line or a
+  checkpoint; every fetch checks that each step's loss was finite."""
+
+  def __init__(self, config, start_step, writer):
+    self.num_steps, self.log_every = config.num_train_steps, config.log_every_steps
+    self.schedule = train_state.learning_rate_schedule(config)
+    self.writer, self.start_step = writer, start_step
+    self.pending = []  # (step, device metrics) not fetched yet.
+    self.checked_step = start_step  # Every step up to this one had a finite loss.
+    self.sums, self.views_since_progress = {}, 0.0  # Fetched values since the last log line.
+    self.log_time = self.progress_time = time.time()
+    self.log_step = self.progress_step = start_step
+
+  def add(self, step, step_metrics):
+    self.pending.append((step, step_metrics))
+    if len(self.pending) >= 3:  # At most two steps queued on the device.
+      jax.block_until_ready(self.pending[-3][1]["loss"])
+
+  def fetch(self):
+    """Brings the pending metrics to the host; NonFiniteLossError names the first bad step."""
+    if not self.pending:
+      return
+    steps = [s for s, _ in self.pending]
+    values = _first_local([m for _, m in self.pending])
+    self.pending = []
+    for step, value in zip(steps, values):
+      value = {k: float(v) for k, v in value.items()}
+      if not np.isfinite(value["loss"]):
+        raise NonFiniteLossError(
+            f"Non-finite training loss {value['loss']} at step {step} (checked steps "
+            f"{self.checked_step + 1}-{steps[-1]}); stopping without saving a checkpoint of it.")
+      for k, v in value.items():
+        self.sums[k] = self.sums.get(k, 0.0) + v
+      self.views_since_progress += value["views"]
+    self.checked_step = steps[-1]
+
+  def step_done(self, step):
+    """A log line at log steps (its values returned), a progress line at the first step and
+    every ~30 s."""
+    results = {}
+    if step % self.log_every == 0 or step == self.num_steps:
+      results = self._log(step)
+    if step == self.start_step + 1 or time.time() - self.progress_time >= PROGRESS_EVERY_SECS:
+      self._progress(step)
+    return results
+
+  def _log(self, step):
+    self.fetch()
+    now, count = time.time(), step - self.log_step
+    results = {"train/loss": self.sums["loss"] / count, "train/iou_0.4": self.sums["iou"] / count,
+               "train/learning_rate": float(self.schedule(step - 1)),
+               "train/steps_per_sec": count / (now - self.log_time),
+               "train/views_per_sec": self.sums["views"] / (now - self.log_time)}
+    self.writer.scalars(step, results)
+    self.sums, self.log_time, self.log_step = {}, now, step
+    return results
+
+  def _progress(self, step):
+    self.fetch()  # Waits for the step: the times below are of finished steps.
+    now = time.time()
+    seconds = (now - self.progress_time) / (step - self.progress_step)
+    views = self.views_since_progress / (now - self.progress_time)
+    if step == self.start_step + 1:
+      timing = f"first step {now - self.progress_time:.1f} s (compilation included)"
+    else:
+      timing = (f"{seconds:.3g} s/step, {views:.3g} views/s, "
+                f"ETA {_duration(seconds * (self.num_steps - step))}")
+    logging.info("progress: step %d/%d, %s", step, self.num_steps, timing)
+    self.progress_time, self.progress_step, self.views_since_progress = now, step, 0.0
+
+
 def _shard(batch):
   """Host batch (B, ...) -> (local_devices, B / local_devices, ...)."""
   n = jax.local_device_count()
   return jax.tree.map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
 
 
-def check_finite(step, loss):
-  if not np.isfinite(loss):
-    raise NonFiniteLossError(f"Non-finite training loss {loss} at step {step}; stopping.")
+def _first_local(tree):
+  """Element 0 of the leading (device) axis of pmap outputs, i.e. this process's first device's
+  copy, fetched to the host without computation (other processes' devices are not addressable)."""
+  return jax.tree.map(lambda x: x[0], jax.device_get(
+      jax.tree.map(lambda x: x.addressable_data(0), tree)))
 
 
-def evaluate(config, p_eval_step, p_state, data_dir, writer, step):
-  """Validation loss and IoU@0.4 over config.num_eval_batches batches; logs them and an image."""
-  totals, image = None, None
+def validate(config, p_eval_step, p_state, data_dir, writer, step):
+  """Validation loss and IoU@0.4 over config.num_eval_batches global batches; logs them and an
+  image.
+
+  Every process runs the same number of (padded) batches, so the collectives stay in step.
+  """
+  all_sums, image = [], None
   for batch in input_pipeline.create_eval_iterator(
       config, data_dir, config.eval_split, config.eval_views, config.num_eval_batches,
       jax.process_index(), jax.process_count()):
     sums, probs = p_eval_step(p_state, _shard(batch))
-    sums = jax.tree.map(lambda x: float(x[0]), sums)
-    totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-    if image is None:
-      image = reconstruction_image(batch["views"][0, 0], np.asarray(probs[0, 0]), batch["voxels"][0])
-  if not totals or totals["count"] == 0:
+    all_sums.append(sums)
+    if image is None and batch["valid"][0]:
+      image = reconstruction_image(batch["views"][0, 0], _first_local(probs)[0], batch["voxels"][0])
+  all_sums = _first_local(all_sums)
+  totals = {k: sum(np.float64(s[k]) for s in all_sums) for k in ("loss", "iou", "count")}
+  if not all_sums or totals["count"] == 0:
     raise ValueError(f"Split {config.eval_split!r} of {data_dir} has no examples to evaluate")
   results = {"eval/loss": totals["loss"] / totals["count"],
              "eval/iou_0.4": totals["iou"] / totals["count"]}
   writer.scalars(step, results)
-  writer.image(step, "eval/reconstruction", image)
+  if image is not None:
+    writer.image(step, "eval/reconstruction", image)
   return results
+
+
+def _save(manager, step, p_state, monitor):
+  """Checkpoints `step`, never with non-finite parameters or after a non-finite loss."""
+  monitor.fetch()
+  pytree = train_state.state_to_pytree(_first_local(p_state))
+  for path, leaf in jax.tree_util.tree_leaves_with_path(pytree):
+    if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all():
+      raise NonFiniteLossError(f"Non-finite values in {jax.tree_util.keystr(path)} after step "
+                               f"{step}; stopping without saving a checkpoint of it.")
+  checkpoints.save(manager, step, pytree)
+
+
+def _hint_if_gpu_sized(config):
+  if jax.default_backend() == "cpu" and config.batch_size >= GPU_SIZED_BATCH:
+    logging.warning("config.batch_size=%d is sized for GPUs: on this CPU a step takes minutes. "
+                    "For a CPU-sized run add ':tiny' to the config, e.g. "
+                    "--config configs/simple_gru_k1.py:tiny", config.batch_size)
 
 
 def _prepare_data(config):
@@ -175,7 +258,10 @@ def _prepare_data(config):
 
 
 def train_and_evaluate(config, workdir):
-  """Trains config's model in `workdir`, resuming from its latest checkpoint; returns final metrics."""
+  """Trains config's model in `workdir`, resuming from its latest checkpoint; returns final metrics.
+
+  Raises preemption.Interrupted after checkpointing the step where a SIGTERM or Ctrl-C stopped it.
+  """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   # Validates the config, locks the workdir, checks the config against its checkpoints, writes
   # config.json (see checkpoints.open_workdir); the lock is held until training returns.
@@ -184,51 +270,53 @@ def train_and_evaluate(config, workdir):
 
 
 def _train_and_evaluate(config, workdir):
+  _hint_if_gpu_sized(config)
   data_dir = _prepare_data(config)
 
-  state = create_train_state(config, jax.random.key(config.seed))
+  state = train_state.create_train_state(config, jax.random.key(config.seed))
   manager = checkpoints.create_manager(workdir, config.keep_checkpoints)
   # The newest checkpoint that passes its checksums and shapes (damaged newer ones moved aside).
-  restored = checkpoints.restore_newest_intact(manager, jax.eval_shape(lambda: state_to_pytree(state)))
+  restored = checkpoints.restore_newest_intact(
+      manager, jax.eval_shape(lambda: train_state.state_to_pytree(state)))
   if restored is not None:
     state = state.replace(**restored)
     logging.info("Resumed from %s at step %d", manager.directory, int(state.step))
   start_step = int(state.step)
 
-  p_train_step = jax.pmap(functools.partial(train_step, axis_name="batch"), axis_name="batch",
+  p_train_step = jax.pmap(functools.partial(train_step, axis_name=AXIS), axis_name=AXIS,
                           donate_argnums=(0,))
-  p_eval_step = jax.pmap(functools.partial(eval_step, axis_name="batch"), axis_name="batch")
-  p_state = flax.jax_utils.replicate(state)
+  p_eval_step = jax.pmap(functools.partial(eval_step, axis_name=AXIS), axis_name=AXIS)
+  # On the mesh the step returns its state on (axis AXIS): step 2 reuses step 1's compilation.
+  p_state = flax.jax_utils.replicate(state, axis_name=AXIS)
   del state
-  schedule = learning_rate_schedule(config)
   writer = MetricsWriter(workdir)
-  train_iter = input_pipeline.create_train_iterator(
-      config, data_dir, start_step, jax.process_index(), jax.process_count())
+  monitor = TrainingMonitor(config, start_step, writer)
+  batches = flax.jax_utils.prefetch_to_device(
+      map(_shard, input_pipeline.create_train_iterator(
+          config, data_dir, start_step, jax.process_index(), jax.process_count())),
+      2, axis_name=AXIS)
 
-  results = {}
-  last_log_time, last_log_step = time.time(), start_step
-  for step in range(start_step + 1, config.num_train_steps + 1):
-    batch = next(train_iter)
-    p_state, step_metrics = p_train_step(p_state, _shard(batch))
-    loss = float(step_metrics["loss"][0])
-    check_finite(step, loss)
-    is_last = step == config.num_train_steps
-    if step % config.log_every_steps == 0 or is_last:
-      now = time.time()
-      steps_per_sec = (step - last_log_step) / (now - last_log_time)
-      results = {"train/loss": loss, "train/iou_0.4": float(step_metrics["iou"][0]),
-                 "train/learning_rate": float(schedule(step - 1)),
-                 "train/steps_per_sec": steps_per_sec,
-                 "train/views_per_sec": steps_per_sec * float(np.sum(batch["view_mask"])) *
-                                        jax.process_count()}
-      writer.scalars(step, results)
-      last_log_time, last_log_step = now, step
-    if step % config.eval_every_steps == 0 or is_last:
-      results.update(evaluate(config, p_eval_step, p_state, data_dir, writer, step))
-    if step % config.checkpoint_every_steps == 0 or is_last:
-      host_state = jax.device_get(flax.jax_utils.unreplicate(p_state))
-      checkpoints.save(manager, step, state_to_pytree(host_state))  # Waits; raises if it failed.
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
+  results, step, stop = {}, start_step, None
+  try:
+    with preemption.StopOnSignal() as signals:
+      for step in range(start_step + 1, config.num_train_steps + 1):
+        p_state, step_metrics = p_train_step(p_state, next(batches))
+        monitor.add(step, step_metrics)
+        stop = signals.should_stop(step)
+        is_last = step == config.num_train_steps
+        results.update(monitor.step_done(step))
+        if (step % config.eval_every_steps == 0 or is_last) and not stop:
+          results.update(validate(config, p_eval_step, p_state, data_dir, writer, step))
+        if step % config.checkpoint_every_steps == 0 or is_last or stop:
+          _save(manager, step, p_state, monitor)
+        if stop:
+          break
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  if stop:
+    logging.warning("Stopped by %s after step %d; checkpoint saved in %s. Run the same command "
+                    "to resume.", signal.Signals(signals.signum).name, step, manager.directory)
+    raise preemption.Interrupted(signals.signum, step)
   return results

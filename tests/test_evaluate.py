@@ -17,7 +17,7 @@ from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
 from r2n2_jax import report
 from r2n2_jax import sweep
-from r2n2_jax import train
+from r2n2_jax import train_state
 from r2n2_jax.models import build_model
 
 NUM_VIEWS = 4  # So the protocol's counts stop at 4 (no 5, 8, ...).
@@ -53,8 +53,8 @@ def make_tiny_run(root):
   os.makedirs(workdir)
   checkpoints.save_config(workdir, config)
   manager = checkpoints.create_manager(workdir)
-  state = train.create_train_state(config, jax.random.key(0))
-  checkpoints.save(manager, 1, train.state_to_pytree(state))
+  state = train_state.create_train_state(config, jax.random.key(0))
+  checkpoints.save(manager, 1, train_state.state_to_pytree(state))
   manager.wait_until_finished()
   manager.close()
   return config, workdir

@@ -1,7 +1,9 @@
-"""launch.py end to end on 2 fake devices: checkpoints, TensorBoard events, exact resume."""
+"""launch.py end to end on 2 fake devices: checkpoints, TensorBoard events, exact resume, what
+it prints."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -37,6 +39,12 @@ def test_launch_trains_on_two_devices_and_resumes_exactly(tiny_config, tmp_path)
   interrupted, straight = tmp_path / "interrupted", tmp_path / "straight"
   out = _launch(interrupted, tiny_config.data_dir, 2)
   assert "TFRT_CPU_1" in out or "CpuDevice(id=1)" in out  # Both fake devices were used.
+  assert "JAX process 0 of 1 (single process): 2 local CPU device(s)" in out
+  assert "progress: step 1/2, first step" in out
+  # INFO lines come from this repository only (orbax's print option structs at every save).
+  own = {os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*", "*.py"))} | {"launch.py"}
+  info_files = set(re.findall(r"^I\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]", out, re.M))
+  assert info_files and info_files <= own, info_files - own
   assert sorted(os.listdir(interrupted / "checkpoints")) == ["2"]
   assert glob.glob(str(interrupted / "events.out.tfevents.*"))
 

@@ -16,7 +16,7 @@ from configs import default
 from r2n2_jax import checkpoints
 from r2n2_jax import input_pipeline
 from r2n2_jax import predict
-from r2n2_jax import train
+from r2n2_jax import train_state
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def workdir(tmp_path_factory):
   config = default.get_config("tiny")
   checkpoints.save_config(path, config)
   manager = checkpoints.create_manager(path)
-  checkpoints.save(manager, 1, train.state_to_pytree(train.create_train_state(config, jax.random.key(0))))
+  checkpoints.save(manager, 1, train_state.state_to_pytree(train_state.create_train_state(config, jax.random.key(0))))
   manager.wait_until_finished()
   manager.close()
   return path

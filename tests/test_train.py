@@ -1,6 +1,8 @@
-"""Training: pmap equals one device, a non-finite loss stops the run, the optimiser's decay mask."""
+"""Training: pmap equals one device, one compilation per run, a non-finite loss stops the run
+and is never checkpointed, the optimiser's decay mask."""
 
 import functools
+import os
 
 import flax
 from flax import traverse_util
@@ -9,14 +11,16 @@ import numpy as np
 import pytest
 
 from r2n2_jax import input_pipeline
+from r2n2_jax import checkpoints
 from r2n2_jax import train
+from r2n2_jax import train_state
 
 
 def test_pmap_over_two_devices_matches_one_device(tiny_config):
   assert jax.local_device_count() == 2
   config = tiny_config
   batch = next(input_pipeline.create_train_iterator(config, input_pipeline.dataset_dir(config)))
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train_state.create_train_state(config, jax.random.key(0))
 
   single_state, single_metrics = jax.jit(train.train_step)(state, batch)
   p_step = jax.pmap(functools.partial(train.train_step, axis_name="batch"), axis_name="batch")
@@ -38,7 +42,7 @@ def test_weight_decay_applies_to_kernels_only(tiny_config):
   """With zero gradients, Adam's update is pure decay: kernels shrink, biases stay."""
   config = tiny_config.copy_and_resolve_references()
   config.weight_decay = 0.5
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train_state.create_train_state(config, jax.random.key(0))
   zeros = jax.tree.map(np.zeros_like, state.params)
   new = state.apply_gradients(grads=zeros).params
   flat_old = traverse_util.flatten_dict(state.params)
@@ -51,7 +55,7 @@ def test_weight_decay_applies_to_kernels_only(tiny_config):
 def test_learning_rate_schedule_decays_at_the_configured_steps(tiny_config):
   config = tiny_config.copy_and_resolve_references()
   config.lr_decay_steps = (3, 5)
-  schedule = train.learning_rate_schedule(config)
+  schedule = train_state.learning_rate_schedule(config)
   lr = config.learning_rate
   np.testing.assert_allclose([schedule(s) for s in (0, 2, 3, 4, 5, 9)],
                              [lr, lr, lr * 0.1, lr * 0.1, lr * 0.01, lr * 0.01], rtol=1e-6)
@@ -64,3 +68,53 @@ def test_non_finite_loss_stops_the_run(tiny_config, tmp_path):
   config.num_train_steps = 3
   with pytest.raises(train.NonFiniteLossError, match="step 2"):
     train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoints.latest_step(str(tmp_path)) is None
+
+
+def test_non_finite_parameters_are_never_checkpointed(tiny_config, tmp_path):
+  """Step 1's loss is finite but its update makes the parameters infinite: no checkpoint of it."""
+  config = tiny_config.copy_and_resolve_references()
+  config.learning_rate = float("inf")
+  config.num_train_steps = 3
+  config.checkpoint_every_steps = 1
+  with pytest.raises(train.NonFiniteLossError, match=r"params.*after step 1"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert checkpoints.latest_step(str(tmp_path)) is None
+
+
+def _counting(fn, calls):
+  def traced(*args, **kwargs):
+    calls.append(fn.__name__)  # Runs once per trace: jax calls the Python function to trace it.
+    return fn(*args, **kwargs)
+  return traced
+
+
+def test_one_compilation_of_each_step_per_run(tiny_config, tmp_path, monkeypatch, caplog):
+  """Steps, validations with padded batches, checkpoints, a resumed run: each step traced once."""
+  config = tiny_config.copy_and_resolve_references()
+  config.num_train_steps, config.log_every_steps = 3, 1
+  config.eval_every_steps, config.checkpoint_every_steps = 2, 2
+  config.eval_batch_size, config.num_eval_batches = 6, -1  # 4 objects: 2 of 3 slots padding.
+  calls = []
+  monkeypatch.setattr(train, "train_step", _counting(train.train_step, calls))
+  monkeypatch.setattr(train, "eval_step", _counting(train.eval_step, calls))
+  caplog.set_level("INFO")
+  first = train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(calls) == ["eval_step", "train_step"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
+  assert "progress: step 1/3, first step" in caplog.text  # From the first step on.
+  config.num_train_steps = 5
+  calls.clear()
+  resumed = train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(calls) == ["eval_step", "train_step"]
+  assert "Resumed from" in caplog.text and resumed["train/loss"] != first["train/loss"]
+  assert np.isfinite([first["eval/loss"], resumed["eval/iou_0.4"]]).all()
+
+
+def test_a_gpu_sized_config_on_a_cpu_gets_a_hint(tiny_config, caplog):
+  config = tiny_config.copy_and_resolve_references()
+  train._hint_if_gpu_sized(config)
+  assert ":tiny" not in caplog.text
+  config.batch_size = 36
+  train._hint_if_gpu_sized(config)
+  assert "--config configs/simple_gru_k1.py:tiny" in caplog.text
