@@ -285,6 +285,8 @@ def _newest_intact(directory, abstract, only=None, step=None):
     logging.warning("checkpoint %s/%d is unusable: %s", directory, s, problem)
   if all(" has shape " in p for _, p in damaged):  # Not damage: the config is another model's.
     raise _not_loadable(os.path.dirname(directory), damaged[0][1])
+  if step is not None:
+    raise CheckpointError(f"checkpoint {directory}/{step} is unusable: {damaged[0][1]}")
   raise CheckpointError(f"{directory}: no intact checkpoint (" +
                         "; ".join(f"step {s}: {p}" for s, p in damaged) + ")")
 
