@@ -66,9 +66,10 @@ def write_dataset(name, split_examples, data_dir, config=None, description=None)
   return str(builder.data_dir)
 
 
-def load_split(dataset_dir, split):
-  """Random-access data source of one split of a dataset directory (no TensorFlow needed)."""
-  return tfds.builder_from_directory(str(dataset_dir)).as_data_source(split)
+def load_split(dataset_dir, split, decoders=None):
+  """Random-access data source of one split of a dataset directory (no TensorFlow needed);
+  `decoders` as in tfds (e.g. {"views": tfds.decode.SkipDecoding()} leaves them encoded)."""
+  return tfds.builder_from_directory(str(dataset_dir)).as_data_source(split, decoders=decoders)
 
 
 def decode_text(value):

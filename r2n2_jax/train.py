@@ -61,7 +61,7 @@ def state_to_pytree(state):
 
 
 def _forward(params, apply_fn, batch):
-  views = input_pipeline.to_model_input(batch["views"])
+  views = input_pipeline.model_input(batch)
   return apply_fn({"params": params}, views, batch["view_mask"])
 
 
