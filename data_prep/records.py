@@ -66,10 +66,10 @@ def write_dataset(name, split_examples, data_dir, config=None, description=None)
   return str(builder.data_dir)
 
 
-def load_split(dataset_dir, split, decoders=None):
+def load_split(dataset_dir, split, **kwargs):
   """Random-access data source of one split of a dataset directory (no TensorFlow needed);
-  `decoders` as in tfds (e.g. {"views": tfds.decode.SkipDecoding()} leaves them encoded)."""
-  return tfds.builder_from_directory(str(dataset_dir)).as_data_source(split, decoders=decoders)
+  `kwargs` go to tfds' `as_data_source` (e.g. `deserialize_method`: raw bytes for a fast reader)."""
+  return tfds.builder_from_directory(str(dataset_dir)).as_data_source(split, **kwargs)
 
 
 def decode_text(value):

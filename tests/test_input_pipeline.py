@@ -209,12 +209,15 @@ def test_view_buckets_bound_the_padded_shapes(tiny_config):
 def test_encoded_views_decode_like_tfds(tiny_config):
   data_dir = input_pipeline.dataset_dir(tiny_config)
   decoded = records.load_split(data_dir, "train")
-  encoded = records.load_split(data_dir, "train", decoders=input_pipeline.ENCODED)
+  encoded = input_pipeline.load_encoded_split(data_dir, "train")
   for i in range(len(decoded)):
-    np.testing.assert_array_equal(input_pipeline.decode_views(encoded[i]["views"]),
+    features = input_pipeline.encoded_features(encoded[i])
+    np.testing.assert_array_equal(input_pipeline.decode_views(features["views"]),
                                   decoded[i]["views"])
-    np.testing.assert_array_equal(input_pipeline.decode_voxels(encoded[i]["voxels"]),
+    np.testing.assert_array_equal(input_pipeline.decode_voxels(features["voxels"]),
                                   decoded[i]["voxels"])
+  with pytest.raises(ValueError, match=r"record has no \['nosuch'\] feature"):
+    input_pipeline.encoded_features(encoded[0], ("views", "nosuch"))
   with pytest.raises(ValueError, match="views feature: 7 bytes"):
     input_pipeline.decode_views(zlib.compress(b"1234567"))
 
