@@ -14,6 +14,8 @@ each time-boxed against --budget_s (a case that would not fit is skipped and say
             installed from a carried wheel folder: `pip download torch --dest wheels/` here (CUDA
             wheel, Linux x86_64), carry wheels/, then `pip install --no-index --find-links wheels
             torch` before this command.
+  buckets   simple_gru_k3 float32 at V4 and V12 too: the expected step time over n ~ U[1, 20]
+            with config.view_buckets against padding every batch to 20 views
   pipeline  the training input pipeline at B64/V20 with data_workers=-1 (cores - 1 workers):
             delivered real views/s and per CPU-second, against the step's demand
   train     simple_gru_k3 on the procedural default for --train_s seconds (steps chosen from the
@@ -215,6 +217,37 @@ def train_section(args, sizes, clock, reserve_s):
           "test_objects": test.get("num_objects")}
 
 
+def bucket_section(args, base, steps, box_end):
+  """simple_gru_k3 float32 step times at the view buckets (time left permitting) and the expected
+  step time over n ~ U[1, V] views with config.view_buckets against padding to V (linear
+  interpolation between the measured view counts)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from configs import default  # pylint: disable=import-outside-toplevel
+  full = next((r for r in steps if r.get("step_s") and r["model"] == MODELS[0]
+               and r["dtype"] == "float32"), None)
+  if args.smoke or full is None:
+    return {"skipped": "smoke mode" if args.smoke else "no float32 simple_gru_k3 step"}
+  times = {full["views"]: full["step_s"]}
+  for v in (4, 12):  # With V20 (and the step's near-linear cost in V) enough to interpolate.
+    r = _child("step", dict(base, model=MODELS[0], dtype="float32", views=v), box_end())
+    if r.get("step_s"):
+      times[v] = r["step_s"]
+  if len(times) < 2:
+    return {"skipped": "time box", "step_s_by_views": times}
+  vs = sorted(times)  # Below the smallest measured V: the line through the two smallest.
+  slope = (times[vs[1]] - times[vs[0]]) / (vs[1] - vs[0])
+  t = lambda v: (times[vs[0]] + slope * (v - vs[0]) if v < vs[0] else
+                 float(np.interp(v, vs, [times[k] for k in vs])))
+  config = default.get_config()
+  config.max_views = full["views"]
+  from r2n2_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  padded = [input_pipeline.padded_view_count(config, n) for n in range(1, full["views"] + 1)]
+  bucketed = float(np.mean([t(v) for v in padded]))
+  return {"step_s_by_views": times, "view_buckets": list(config.view_buckets),
+          "expected_step_s_bucketed": bucketed, "step_s_padded": times[full["views"]],
+          "saving": 1 - bucketed / times[full["views"]]}
+
+
 def markdown(report):
   lines = [f"# GPU check ({report['device']}, {report['date']})", "",
            "| case | compile s | step ms | views/s | TFLOP/step | TFLOP/s | of peak | peak GB |",
@@ -239,6 +272,14 @@ def markdown(report):
               f"views/s, {p['real_views_per_cpu_s']:,.0f} per CPU-second; "
               f"demand of the float32 simple_gru_k3 step: {p.get('demand_views_per_s', 0):,.0f} "
               f"views/s (delivered / demand {p.get('delivered_over_demand', float('nan')):.2f})"]
+  b = report.get("buckets") or {}
+  if b.get("saving") is not None:
+    lines += ["", "View buckets (simple_gru_k3 float32, step s by views: " +
+              ", ".join(f"V{k}: {v:.4f}" for k, v in sorted(b["step_s_by_views"].items())) +
+              f"): expected step over n ~ U[1, V] {b['expected_step_s_bucketed']:.4f} s vs "
+              f"{b['step_s_padded']:.4f} s padded, saving {b['saving']:.0%}"]
+  else:
+    lines += ["", f"View buckets: {b.get('skipped', 'not run')}"]
   t = report.get("train") or {}
   if "skipped" in t or not t:
     lines += ["", f"Training run: {t.get('skipped', 'not run')}"]
@@ -273,7 +314,9 @@ def main():
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.out, "jax_cache"))
   sys.path.insert(0, _HERE)
   import common  # pylint: disable=import-outside-toplevel,unused-import
+  from absl import flags  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
+  flags.FLAGS(sys.argv[:1])  # grain's worker processes read absl flags (defaults here).
   builder = start_dataset_build(args, sizes)
   report = {"device": f"{jax.devices()[0].device_kind} ({jax.default_backend()})",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sizes": sizes,
@@ -288,6 +331,8 @@ def main():
     box = clock.left() - train_reserve - 30
     report["torch"].append(_child("torch", dict(base, model=MODELS[0], dtype=dtype, kind="torch"),
                                   box))
+  report["buckets"] = bucket_section(args, base, report["steps"],
+                                     lambda: clock.left() - train_reserve - 30)
   out, err = builder.communicate()
   if builder.returncode:
     report["pipeline"] = report["train"] = {"skipped": f"dataset build failed: {err[-400:]}"}
@@ -309,4 +354,8 @@ def main():
 
 
 if __name__ == "__main__":
+  if "--step" not in sys.argv and "--torch" not in sys.argv:  # Children inherit the setting.
+    sys.path.insert(0, _ROOT)
+    from r2n2_jax import cpu_flags  # pylint: disable=g-import-not-at-top
+    cpu_flags.reexec_with_huge_page_malloc()  # As launch.py runs training (host pipeline).
   main()

@@ -17,13 +17,16 @@ is the procedural one's 28 records repeated to --objects (`replicated_dataset` s
 
 import argparse
 import os
+import sys
 import time
 
+from absl import flags
 import grain
 
 import common  # Also puts the repository root on sys.path.
 
 from data_prep import records  # noqa: E402
+from r2n2_jax import cpu_flags  # noqa: E402
 from r2n2_jax import input_pipeline  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -108,6 +111,7 @@ def main():
   parser.add_argument("--objects", type=int, default=3000,
                       help="train records, repeating the dataset's (0: the dataset as it is)")
   args = parser.parse_args()
+  flags.FLAGS(sys.argv[:1])  # grain's worker processes read absl flags (defaults here).
 
   config = common.load_config(args.config)
   config.batch_size, config.max_views = args.batch_size, args.max_views
@@ -141,4 +145,5 @@ def main():
 
 
 if __name__ == "__main__":
+  cpu_flags.reexec_with_huge_page_malloc()  # As the training entry point runs (launch.py).
   main()
