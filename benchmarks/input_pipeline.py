@@ -80,7 +80,8 @@ def plain_train_iterator(config, data_dir):
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
   ds = ds.map_with_index(input_pipeline.TrainExample(config, config.batch_size))
   ds = ds.batch(config.batch_size, drop_remainder=True)
-  return iter(input_pipeline._to_iter(config, ds))  # pylint: disable=protected-access
+  return iter(input_pipeline._to_iter(  # pylint: disable=protected-access
+      config, ds, input_pipeline.num_data_workers(config)))
 
 
 def measure(iterator, num_batches, warmup=2):

@@ -285,9 +285,11 @@ def num_data_workers(config):
   return max(1, min(len(os.sched_getaffinity(0)) - 1, 32))
 
 
-def _to_iter(config, ds):
+def _to_iter(config, ds, workers=None):
+  """Iterator of `ds`; evaluation (workers None) spawns processes only if data_workers says how
+  many: its 20-odd batches per evaluation would not pay for starting cores - 1 of them."""
   it = ds.to_iter_dataset(_read_options(config))
-  workers = num_data_workers(config)
+  workers = max(config.data_workers, 0) if workers is None else workers
   if workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return it
@@ -303,7 +305,7 @@ def create_train_iterator(config, data_dir, start_step=0, process_index=0, proce
   ds = ds.shuffle(seed=config.seed).repeat()
   ds = ds.batch(host_batch, drop_remainder=True, batch_fn=list)
   ds = ds.map_with_index(TrainBatch(config, host_batch))
-  return iter(_to_iter(config, ds[start_step:]))
+  return iter(_to_iter(config, ds[start_step:], num_data_workers(config)))
 
 
 def create_eval_iterator(config, data_dir, split, num_views, num_batches=-1, process_index=0,
