@@ -211,7 +211,8 @@ def train_section(args, sizes, clock, reserve_s):
     results = train.train_and_evaluate(config, workdir)
   train_s = time.monotonic() - start
   test = evaluate.evaluate(config, workdir, split="test", batch_size=32,
-                           max_objects=8 if args.smoke else -1)
+                           max_objects=4 if args.smoke else -1,
+                           view_counts=[1, 2] if args.smoke else None)
   return {"steps": config.num_train_steps, "train_s": train_s, "steps_per_s": rate,
           "final": results, "test_iou_by_views": test["iou_by_views"],
           "test_objects": test.get("num_objects")}

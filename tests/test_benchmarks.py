@@ -15,8 +15,8 @@ def test_gpu_check_smoke_writes_every_section(tmp_path):
   out = tmp_path / "out"
   proc = subprocess.run(
       [sys.executable, os.path.join(_ROOT, "benchmarks", "gpu_check.py"), "--smoke",
-       "--out", str(out), "--data_dir", str(tmp_path / "data"), "--budget_s", "400"],
-      capture_output=True, text=True, timeout=600, check=False)
+       "--out", str(out), "--data_dir", str(tmp_path / "data"), "--budget_s", "900"],
+      capture_output=True, text=True, timeout=1200, check=False)  # ~2-3 min on an idle machine.
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads((out / "gpu_check.json").read_text())
   assert [(r["model"], r["dtype"]) for r in report["steps"]] == [
@@ -35,7 +35,7 @@ def test_gpu_check_smoke_writes_every_section(tmp_path):
   assert p["demand_views_per_s"] > 0 and p["delivered_over_demand"] > 0
   t = report["train"]
   assert t["steps"] >= 20 and t["steps_per_s"] > 0
-  assert set(t["test_iou_by_views"]) and all(0 <= v <= 1 for v in t["test_iou_by_views"].values())
+  assert sorted(t["test_iou_by_views"]) == ["1", "2"] and all(0 <= v <= 1 for v in t["test_iou_by_views"].values())
   assert os.path.isfile(out / "train" / "eval" / "metrics.json")
   md = (out / "gpu_check.md").read_text()
   assert "simple_gru_k3 float32 B2/V2" in md and "Input pipeline" in md and "IoU@0.4" in md
