@@ -17,6 +17,7 @@ setup(
         "orbax-checkpoint>=0.11",
         "tensorflow-datasets>=4.9.9",
         "array-record>=0.8",
+        "zlib-ng>=0.5",  # Inflates the training views 4-7x faster than zlib (input_pipeline).
         "grain>=0.2.12",
         "ml-collections>=1.0",
         "absl-py>=2.1",

@@ -40,7 +40,8 @@ def get_config(arg=None):
   config.per_example_views = False  # True: each example draws its own n; False: one n per batch.
   config.eval_views = 5  # Views per validation example (first-n of a fixed seeded draw).
   config.random_flip = False  # Flip training images left-right (the original did, voxels not).
-  config.data_workers = 0  # grain worker processes for decoding/augmenting (0: in-process threads).
+  config.view_buckets = (1, 2, 3, 4, 8, 12, 16)  # Train batch views pad to the least that fits.
+  config.data_workers = -1  # grain worker processes (0: threads; -1: 0 on CPU, else cores - 1).
   config.prefetch_batches = 2  # Batches prepared ahead of the training step.
 
   # --- Optimisation (DESIGN.md section 3) ---
@@ -77,6 +78,7 @@ def apply_variant(config, variant):
     config.procedural.num_objects = 40
     config.procedural.views = 6
     config.max_views = 3
+    config.view_buckets = ()  # One compiled step per run keeps tiny runs short.
     config.eval_views = 3
     config.batch_size = 2
     config.eval_batch_size = 2

@@ -125,12 +125,13 @@ class NamedDataSource(collections.abc.Sequence):
                               f"({message})")
 
 
-def load_split(dataset_dir, split):
-  """Random-access data source of one split of a dataset directory (no TensorFlow needed).
+def load_split(dataset_dir, split, **kwargs):
+  """Random-access data source of one split of a dataset directory (no TensorFlow needed);
+  `kwargs` go to tfds' `as_data_source` (e.g. `deserialize_method`: raw bytes for a fast reader).
 
   A damaged shard is a DamagedRecordError naming the file and the record.
   """
-  source = tfds.builder_from_directory(str(dataset_dir)).as_data_source(split)
+  source = tfds.builder_from_directory(str(dataset_dir)).as_data_source(split, **kwargs)
   return NamedDataSource(source, split)
 
 

@@ -1,9 +1,12 @@
 """TFDS array_record records -> grain -> (views, view_mask, voxels) batches.
 
-Batches are numpy dicts:
-  views      (B, max_views, 127, 127, 3) uint8 RGB (the step scales them to [0, 1])
-  view_mask  (B, max_views) bool, True for real views (padding at the end)
-  voxels     (B, 32, 32, 32) bool
+Batches are numpy dicts; `model_input(batch)` is what the model sees (float32 RGB in [0, 1]):
+  views       training: (B, V, 127, 127, 4) uint8 RGBA crops, composited over `background` inside
+              the jitted step; evaluation: (B, V, 127, 127, 3) uint8 RGB on the grey background
+  background  training only: (B, V, 3) uint8 background colour of each view
+  view_mask   (B, V) bool, True for real views (padding at the end)
+  voxels      (B, 32, 32, 32) bool
+V is max_views, or for training the smallest of config.view_buckets that holds the batch's views.
 Training batches are a pure function of (seed, step): resuming at step s reads exactly the batches
 an uninterrupted run would have read, so the data position needs no state of its own.
 """
@@ -11,7 +14,11 @@ an uninterrupted run would have read, so the data position needs no state of its
 import os
 
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from data_prep import records
 # Evaluation framing and input statistics live in data_prep (one implementation, also used by
@@ -19,6 +26,11 @@ from data_prep import records
 from data_prep.framing import (  # noqa: F401  pylint: disable=unused-import
     EVAL_BACKGROUND, center_crop, composite_background, preprocess_eval_views, to_model_input,
     view_statistics)
+
+try:  # Same bytes as zlib, inflated 4-7x faster (benchmarks/RESULTS.md, "Input pipeline").
+  from zlib_ng import zlib_ng as _zlib
+except ImportError:  # pragma: no cover - zlib-ng is in install_requires; zlib is the slow twin.
+  import zlib as _zlib
 
 CROP = records.CROP_SIZE
 TRAIN_BACKGROUND_RANGE = (225, 256)  # Random light background per image and channel, [225, 255].
@@ -39,6 +51,27 @@ def dataset_dir(config):
         f"{path}: not a TFDS dataset directory (no dataset_info.json); set --config.dataset to "
         "'procedural' or to a directory written by `python -m data_prep`")
   return path
+
+
+def composite_integer(rgba, background):
+  """`composite_background` in integer arithmetic (jax arrays, for the jitted step): uint8 RGB.
+
+  round((c a + b (255 - a)) / 255) never ties (255 is odd), and the float form's error is below
+  1e-4 of a level, far from the 1/510 its rounding needs: both give the same bytes for every
+  (c, a, b) (tested exhaustively), so compositing on the device changes no model input.
+  """
+  rgba = rgba.astype(jnp.int32)
+  alpha = rgba[..., 3:]
+  background = jnp.asarray(background).astype(jnp.int32)[..., None, None, :]
+  return ((rgba[..., :3] * alpha + background * (255 - alpha) + 127) // 255).astype(jnp.uint8)
+
+
+def model_input(batch):
+  """The model's float32 input of a batch: training RGBA composited over its backgrounds (on the
+  device, inside the jitted step: cheap there, 0.4 ms/view of host CPU in numpy), or eval RGB."""
+  if "background" in batch:
+    return to_model_input(composite_integer(batch["views"], batch["background"]))
+  return to_model_input(batch["views"])
 
 
 def eval_view_indices(num_available, num_views, seed, index):
@@ -72,6 +105,7 @@ class TrainExample:
     self.host_batch_size = host_batch_size
 
   def num_views(self, index, rng):
+    """n of example `index` (per-batch n ignores `rng`; per-example n draws from it)."""
     if self.per_example_views:
       return int(rng.integers(1, self.max_views + 1))
     batch_rng = np.random.default_rng([self.seed, 1, index // self.host_batch_size])
@@ -97,6 +131,92 @@ class TrainExample:
     return {"views": views, "view_mask": mask, "voxels": np.asarray(record["voxels"], bool)}
 
 
+def decode_views(blob):
+  """A record's zlib-encoded `views` feature (tfds decoding skipped) -> (V, 137, 137, 4) uint8."""
+  size = records.IMAGE_SIZE
+  flat = np.frombuffer(_zlib.decompress(blob), np.uint8)
+  if flat.size % (size * size * 4):
+    raise ValueError(f"views feature: {flat.size} bytes is not a whole number of {size}x{size} "
+                     "RGBA views")
+  return flat.reshape(-1, size, size, 4)
+
+
+def decode_voxels(blob):
+  """The zlib-encoded `voxels` feature of a record -> (32, 32, 32) bool."""
+  return np.frombuffer(_zlib.decompress(blob), np.bool_).reshape((records.VOXEL_RESOLUTION,) * 3)
+
+
+def load_encoded_split(data_dir, split):
+  """A split whose records read as serialized bytes: `encoded_features` takes what training uses
+  from them (tfds' numpy decoding of all 12 features cost 0.36 ms/record, the proto 0.01 ms)."""
+  return records.load_split(data_dir, split,
+                            deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
+
+
+def encoded_features(serialized, names=("views", "voxels")):
+  """{name: the zlib bytes of that tensor feature} of one serialized record (tf.train.Example)."""
+  features = tf_example_pb2.Example.FromString(serialized).features.feature
+  missing = [n for n in names if n not in features]
+  if missing:
+    raise ValueError(f"record has no {missing} feature: not a dataset written by data_prep")
+  return {n: features[n].bytes_list.value[0] for n in names}
+
+
+def padded_view_count(config, num_views):
+  """Views a training batch with `num_views` views per example is padded to: the smallest of
+  config.view_buckets that holds them (one compiled step per bucket), else max_views. Per-example
+  view counts differ between hosts, so they always pad to max_views."""
+  if config.per_example_views:
+    return config.max_views
+  return min([b for b in config.view_buckets if num_views <= b < config.max_views],
+             default=config.max_views)
+
+
+class TrainBatch:
+  """Fast form of TrainExample + batching, over a batch of still-encoded records (tested equal).
+
+  Same draws as TrainExample, but: only the views and voxels are parsed and inflated (zlib-ng),
+  the crops are copied straight into one preallocated uint8 RGBA batch padded to
+  `padded_view_count`, and the background composite is left to the jitted step (`model_input`).
+  At B64 / max_views 20 the plain form spent ~60% of its CPU compositing in float32 and ~30% in
+  zlib (cProfile).
+  """
+
+  def __init__(self, config, process_index=0, process_count=1):
+    self.config, self.example = config, TrainExample(config, config.batch_size)
+    self.global_batch, self.offset = config.batch_size, process_index * (
+        config.batch_size // process_count)
+
+  def __call__(self, batch_index, encoded):
+    """This host's slice of global batch `batch_index` from its `encoded` (serialized) records."""
+    b = len(encoded)
+    first = batch_index * self.global_batch + self.offset  # Global position of example 0.
+    per_batch = not self.config.per_example_views
+    padded = padded_view_count(self.config, self.example.num_views(first, None)
+                               if per_batch else 0)
+    views = np.zeros((b, padded, CROP, CROP, 4), np.uint8)
+    background = np.zeros((b, padded, 3), np.uint8)
+    mask = np.zeros((b, padded), bool)
+    voxels = np.empty((b,) + (records.VOXEL_RESOLUTION,) * 3, bool)
+    for j, serialized in enumerate(encoded):
+      record = encoded_features(serialized)
+      index = first + j
+      rng = np.random.default_rng([self.example.seed, 0, index])
+      all_views = decode_views(record["views"])
+      n = min(self.example.num_views(index, rng), all_views.shape[0])
+      chosen = rng.choice(all_views.shape[0], n, replace=False)
+      size = all_views.shape[1]
+      offsets = rng.integers(0, size - CROP + 1, size=(n, 2))  # Same stream as n draws of 2.
+      background[j, :n] = rng.integers(*TRAIN_BACKGROUND_RANGE, size=(n, 3))
+      flip = rng.random(n) < 0.5 if self.example.random_flip else np.zeros(n, bool)
+      for k, (v, (top, left)) in enumerate(zip(chosen, offsets)):
+        crop = all_views[v, top:top + CROP, left:left + CROP]
+        views[j, k] = crop[:, ::-1] if flip[k] else crop
+      mask[j, :n] = True
+      voxels[j] = decode_voxels(record["voxels"])
+    return {"views": views, "background": background, "view_mask": mask, "voxels": voxels}
+
+
 class EvalExample:
   """Record -> evaluation example: the fixed seeded draw of `num_views` views, centre crop, grey 240."""
 
@@ -119,10 +239,23 @@ def _read_options(config):
                            max(1, config.prefetch_batches))
 
 
-def _to_iter(config, ds):
+def num_data_workers(config):
+  """config.data_workers, or for -1 (auto): none on the CPU backend (the step is the bottleneck
+  and shares the cores), else one per core this process may use but one, at most 32."""
+  if config.data_workers >= 0:
+    return config.data_workers
+  if jax.default_backend() == "cpu":
+    return 0
+  return max(1, min(len(os.sched_getaffinity(0)) - 1, 32))
+
+
+def _to_iter(config, ds, workers=None):
+  """Iterator of `ds`; evaluation (workers None) spawns processes only if data_workers says how
+  many: its 20-odd batches per evaluation would not pay for starting cores - 1 of them."""
   it = ds.to_iter_dataset(_read_options(config))
-  if config.data_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data_workers))
+  workers = max(config.data_workers, 0) if workers is None else workers
+  if workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return it
 
 
@@ -136,13 +269,14 @@ def create_train_iterator(config, data_dir, start_step=0, process_index=0, proce
   if config.batch_size % process_count:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {process_count} hosts")
   host_batch = config.batch_size // process_count
-  source = records.load_split(data_dir, config.train_split)
+  source = load_encoded_split(data_dir, config.train_split)
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
-  # Example indices are global positions and n is drawn per global batch: equal on every host.
-  ds = ds.map_with_index(TrainExample(config, config.batch_size))
-  # Global batch b is slices bP..bP+P-1 (drop_remainder: an infinite length stays an int).
-  ds = ds.batch(host_batch, drop_remainder=True)[process_index::process_count]
-  return iter(_to_iter(config, ds[start_step:]))
+  # Global batch b is host batches bP..bP+P-1 of one global order (drop_remainder: an infinite
+  # length stays an int), so the data do not depend on the process count; TrainBatch numbers the
+  # examples by their global position and draws n per global batch: equal on every host.
+  ds = ds.batch(host_batch, drop_remainder=True, batch_fn=list)[process_index::process_count]
+  ds = ds.map_with_index(TrainBatch(config, process_index, process_count))
+  return iter(_to_iter(config, ds[start_step:], num_data_workers(config)))
 
 
 def create_eval_iterator(config, data_dir, split, num_views, num_batches=-1, process_index=0,

@@ -34,7 +34,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _forward(params, apply_fn, batch):
-  views = input_pipeline.to_model_input(batch["views"])
+  views = input_pipeline.model_input(batch)
   return apply_fn({"params": params}, views, batch["view_mask"])
 
 

@@ -44,7 +44,3 @@ def tiny_config(tmp_path_factory):
   config.data_dir = str(tmp_path_factory.mktemp("data"))
   input_pipeline.dataset_dir(config)  # Builds it.
   return config
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: subprocesses or real training (deselect: -m 'not slow')")

@@ -1,5 +1,9 @@
 """Input pipeline: view draws, masks, crops, backgrounds, determinism by step, host shards."""
 
+import zlib
+
+import grain
+import jax
 import numpy as np
 import pytest
 
@@ -17,8 +21,11 @@ def test_train_batches_shapes_view_counts_and_backgrounds(tiny_config):
   batches = _take(input_pipeline.create_train_iterator(config, data_dir), 12)
   counts = set()
   for batch in batches:
-    assert batch["views"].shape == (config.batch_size, config.max_views, 127, 127, 3)
+    # RGBA crops and their background colours; the step composites (tiny: no view buckets).
+    assert batch["views"].shape == (config.batch_size, config.max_views, 127, 127, 4)
+    assert batch["background"].shape == (config.batch_size, config.max_views, 3)
     assert batch["views"].dtype == np.uint8 and batch["voxels"].shape == (config.batch_size,) + (32,) * 3
+    batch = dict(batch, views=input_pipeline.composite_background(batch["views"], batch["background"]))
     n = batch["view_mask"].sum(axis=1)
     assert (n == n[0]).all() and 1 <= n[0] <= config.max_views  # One n per batch by default.
     counts.add(int(n[0]))
@@ -42,7 +49,8 @@ def test_train_views_are_distinct_crops_of_the_record(tiny_config):
     record = by_voxels[batch["voxels"][0].tobytes()]
     stored = record["views"]  # (V, 137, 137, 4)
     matched = []
-    for view in batch["views"][0][batch["view_mask"][0]]:
+    rgb = input_pipeline.composite_background(batch["views"], batch["background"])
+    for view in rgb[0][batch["view_mask"][0]]:
       # Opaque pixels of a crop equal the stored RGB at one offset of one view.
       hits = [(v, t, l) for v in range(len(stored)) for t in range(11) for l in range(11)
               if np.array_equal(np.where(stored[v, t:t + 127, l:l + 127, 3:] == 255,
@@ -123,3 +131,100 @@ def test_view_statistics_are_the_pixel_mean_and_std(tiny_config):
   np.testing.assert_allclose(std, pixels.std(0), rtol=1e-5)
   with pytest.raises(ValueError, match="nosuch"):
     input_pipeline.view_statistics(data_dir, "nosuch")
+
+
+def _plain_train_batches(config, data_dir, num_batches, start_step=0):
+  """The plain form of the training pipeline: TrainExample per decoded record, host composite,
+  batched by grain (what create_train_iterator ran before its fast form)."""
+  source = records.load_split(data_dir, config.train_split)
+  ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
+  ds = ds.map_with_index(input_pipeline.TrainExample(config, config.batch_size))
+  ds = ds.batch(config.batch_size, drop_remainder=True)[start_step:]
+  return [ds[i] for i in range(num_batches)]
+
+
+def _host_rgb(batch):
+  """A fast-form batch composited on the host with the float reference."""
+  return input_pipeline.composite_background(batch["views"], batch["background"])
+
+
+@pytest.mark.parametrize("per_example_views,random_flip,buckets", [
+    (False, False, ()), (True, True, ()), (False, True, (1, 2))])
+def test_fast_train_batches_equal_the_plain_form(tiny_config, per_example_views, random_flip,
+                                                 buckets):
+  """Same views (after the device composite), masks and voxels as TrainExample, batch for batch."""
+  config = tiny_config.copy_and_resolve_references()
+  config.per_example_views, config.random_flip, config.view_buckets = (
+      per_example_views, random_flip, buckets)
+  config.batch_size = 3
+  data_dir = input_pipeline.dataset_dir(config)
+  fast = _take(input_pipeline.create_train_iterator(config, data_dir, start_step=2), 6)
+  plain = _plain_train_batches(config, data_dir, 6, start_step=2)
+  composite = jax.jit(input_pipeline.model_input)
+  for f, p in zip(fast, plain):
+    v = f["views"].shape[1]
+    assert v <= config.max_views and f["background"].shape == (3, v, 3)
+    np.testing.assert_array_equal(f["view_mask"], p["view_mask"][:, :v])
+    assert not p["view_mask"][:, v:].any()  # Only padding is cut.
+    np.testing.assert_array_equal(f["voxels"], p["voxels"])
+    # The jitted step's input is bit-identical to the one it computed from host-composited RGB.
+    expected = composite({"views": p["views"][:, :v]})
+    np.testing.assert_array_equal(np.asarray(composite(f)), np.asarray(expected))
+    np.testing.assert_array_equal(_host_rgb(f), p["views"][:, :v])
+
+
+def test_device_composite_equals_host_composite_for_every_pixel_value():
+  """composite_integer (jitted) == composite_background (float32, rint) for all (c, alpha, bg)."""
+  values = np.arange(256, dtype=np.uint8)
+  rgba = np.zeros((256, 256, 4), np.uint8)  # H = alpha, W = colour.
+  rgba[..., :3] = values[None, :, None]
+  rgba[..., 3] = values[:, None]
+  composite = jax.jit(input_pipeline.composite_integer)
+  for start in range(0, 256, 64):  # 64 background grey levels per call.
+    bg = np.repeat(values[start:start + 64, None], 3, axis=1)
+    stacked = np.broadcast_to(rgba, (64,) + rgba.shape)
+    np.testing.assert_array_equal(np.asarray(composite(stacked, bg)),
+                                  input_pipeline.composite_background(stacked, bg))
+
+
+def test_view_buckets_bound_the_padded_shapes(tiny_config):
+  config = tiny_config.copy_and_resolve_references()
+  config.max_views, config.view_buckets = 6, (1, 2, 4, 9)
+  assert [input_pipeline.padded_view_count(config, n) for n in range(1, 7)] == [1, 2, 4, 4, 6, 6]
+  config.per_example_views = True  # Per-example counts differ between hosts: no buckets.
+  assert input_pipeline.padded_view_count(config, 1) == 6
+  config.per_example_views, config.max_views, config.view_buckets = False, 3, (1,)
+  data_dir = input_pipeline.dataset_dir(config)
+  traces = []
+  step = jax.jit(lambda b: (traces.append(b["views"].shape), input_pipeline.model_input(b).sum())[1])
+  shapes = set()
+  for batch in _take(input_pipeline.create_train_iterator(config, data_dir), 12):
+    n = int(batch["view_mask"].sum(axis=1)[0])
+    assert batch["views"].shape[1] == (1 if n == 1 else 3)
+    shapes.add(batch["views"].shape[1])
+    step(batch)
+  assert shapes == {1, 3} and len(traces) == 2  # One compile per bucket.
+
+
+def test_encoded_views_decode_like_tfds(tiny_config):
+  data_dir = input_pipeline.dataset_dir(tiny_config)
+  decoded = records.load_split(data_dir, "train")
+  encoded = input_pipeline.load_encoded_split(data_dir, "train")
+  for i in range(len(decoded)):
+    features = input_pipeline.encoded_features(encoded[i])
+    np.testing.assert_array_equal(input_pipeline.decode_views(features["views"]),
+                                  decoded[i]["views"])
+    np.testing.assert_array_equal(input_pipeline.decode_voxels(features["voxels"]),
+                                  decoded[i]["voxels"])
+  with pytest.raises(ValueError, match=r"record has no \['nosuch'\] feature"):
+    input_pipeline.encoded_features(encoded[0], ("views", "nosuch"))
+  with pytest.raises(ValueError, match="views feature: 7 bytes"):
+    input_pipeline.decode_views(zlib.compress(b"1234567"))
+
+
+def test_data_workers_auto_is_zero_on_cpu(tiny_config):
+  config = tiny_config.copy_and_resolve_references()
+  config.data_workers = -1
+  assert jax.default_backend() == "cpu" and input_pipeline.num_data_workers(config) == 0
+  config.data_workers = 3
+  assert input_pipeline.num_data_workers(config) == 3
