@@ -64,7 +64,7 @@ def run_step_case(case):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   import common  # pylint: disable=import-outside-toplevel
-  from r2n2_jax import train  # pylint: disable=import-outside-toplevel
+  from r2n2_jax import train, train_state  # pylint: disable=import-outside-toplevel
 
   config = common.load_config(os.path.join(_ROOT, "configs", case["model"] + ".py"))
   config.model.dtype = case["dtype"]
@@ -74,7 +74,7 @@ def run_step_case(case):
   host["views"] = rng.integers(0, 256, (b, v, 127, 127, 4), dtype=np.uint8)
   host["background"] = rng.integers(225, 256, (b, v, 3), dtype=np.uint8)
   batch = jax.device_put(host)
-  state = train.create_train_state(config, jax.random.key(0))
+  state = train_state.create_train_state(config, jax.random.key(0))
   start = time.perf_counter()
   compiled = jax.jit(train.train_step, donate_argnums=(0,)).lower(state, batch).compile()
   compile_s = time.perf_counter() - start

@@ -16,12 +16,12 @@ import importlib
 import os
 
 import jax
-from flax.training import train_state
+from flax.training import train_state as flax_train_state
 
 from r2n2_jax import checkpoints
-from r2n2_jax import evaluate
+from r2n2_jax import cli
 from r2n2_jax import original_format
-from r2n2_jax import train
+from r2n2_jax import train_state
 
 ORIGINAL_VARIANT = "original"
 
@@ -38,19 +38,19 @@ def original_config(network, dataset=None):
 def state_with_params(config, params):
   """The checkpointed pytree of a new training state (step 0, Adam moments zero) of `params`.
 
-  Built around the given params instead of through train.create_train_state, whose jitted
+  Built around the given params instead of through train_state.create_train_state, whose jitted
   initialisation compiles the whole model only to be thrown away (99 s of an import on the loaded
   2-core test machine; the import now takes ~6 s there).
   """
-  state = train_state.TrainState.create(apply_fn=None, params=params,
-                                        tx=train.create_optimizer(config))
-  return train.state_to_pytree(state)
+  state = flax_train_state.TrainState.create(apply_fn=None, params=params,
+                                             tx=train_state.create_optimizer(config))
+  return train_state.state_to_pytree(state)
 
 
 def abstract_state(config):
   """The shapes of the pytree `train` checkpoints for config (traced, nothing computed)."""
-  return jax.eval_shape(lambda: train.state_to_pytree(
-      train.create_train_state(config, jax.random.key(0))))
+  return jax.eval_shape(lambda: train_state.state_to_pytree(
+      train_state.create_train_state(config, jax.random.key(0))))
 
 
 def import_original(path, workdir, dataset=None):
@@ -77,7 +77,7 @@ def export_original(workdir, path, step=None):
   """Writes the parameters of workdir's checkpoint (default: latest) in the original's format."""
   config = checkpoints.load_config(workdir)
   network = original_format.network_of(config.model)
-  variables, step = evaluate.restore_variables(workdir, config, step)
+  variables, step = checkpoints.restore_variables(workdir, config, step)
   original_format.save_arrays(path, original_format.to_arrays(jax.device_get(variables["params"]),
                                                               network))
   return network, step
@@ -93,8 +93,10 @@ def main(argv=None):
   parser.add_argument("--dataset", default=None,
                       help="Import: TFDS dataset directory recorded as config.dataset.")
   parser.add_argument("--step", type=int, default=None, help="Export: checkpoint step (default latest).")
+  cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
-  try:
+  cli.set_verbosity(args.verbosity)
+  with cli.user_errors("import_weights"):
     if args.original:
       network = import_original(args.original, args.workdir, args.dataset)
       print(f"imported {network} from {args.original} into {args.workdir} "
@@ -102,8 +104,6 @@ def main(argv=None):
     else:
       network, step = export_original(args.workdir, args.export_original, args.step)
       print(f"wrote {network} weights of {args.workdir} step {step} to {args.export_original}")
-  except (FileNotFoundError, ValueError, OSError) as e:
-    evaluate.exit_with_error("import_weights", e)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,8 @@ def main(argv=None):
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   cli.set_verbosity(args.verbosity)
-  with cli.user_errors("predict"):
   process_setup.setup("predict")
+  with cli.user_errors("predict"):
     if os.path.splitext(args.output)[1].lower() not in OUTPUT_FORMATS:
       raise ValueError(f"{args.output}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
     views = np.stack([preprocess_image(load_image(p)) for p in args.images])

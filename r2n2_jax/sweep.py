@@ -16,6 +16,7 @@ import os
 
 from absl import logging
 
+from configs import VARIANTS  # The paper's 8 variants.
 from r2n2_jax import checkpoints
 from r2n2_jax import cli
 from r2n2_jax import config_lib
@@ -24,8 +25,6 @@ from r2n2_jax import process_setup
 from r2n2_jax import report
 from r2n2_jax import train
 
-VARIANTS = tuple(f"{e}_{c}_k{k}" for e in ("simple", "residual") for c in ("gru", "lstm")
-                 for k in (1, 3))
 
 
 def load_config(spec, overrides=()):
@@ -81,8 +80,8 @@ def main(argv=None):
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   cli.set_verbosity(args.verbosity)
-  with cli.user_errors("sweep"):
   process_setup.setup("sweep")
+  with cli.user_errors("sweep"):
     table = sweep(args.root, args.configs, args.arg, args.set, args.train_eval_objects)
   print(table)
 

@@ -10,7 +10,7 @@ import pytest
 
 from configs import default
 from r2n2_jax import checkpoints
-from r2n2_jax import train
+from r2n2_jax import train_state
 
 
 def _tree(step):
@@ -158,8 +158,8 @@ def model_workdir(tmp_path_factory):
   checkpoints.save_config(path, config)
   manager = checkpoints.create_manager(path)
   for step in (1, 2):
-    state = train.create_train_state(config, jax.random.key(step))
-    checkpoints.save(manager, step, jax.device_get(train.state_to_pytree(state)))
+    state = train_state.create_train_state(config, jax.random.key(step))
+    checkpoints.save(manager, step, jax.device_get(train_state.state_to_pytree(state)))
   manager.close()
   return path
 
@@ -169,7 +169,7 @@ def test_restore_variables_reads_params_only_and_skips_a_damaged_newest(model_wo
   config = checkpoints.load_config(model_workdir)
   variables, step = checkpoints.restore_variables(model_workdir, config)
   assert step == 2 and set(variables) == {"params"}
-  expected = train.create_train_state(config, jax.random.key(2)).params
+  expected = train_state.create_train_state(config, jax.random.key(2)).params
   for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(a, b)
 
