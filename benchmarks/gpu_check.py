@@ -45,7 +45,7 @@ DTYPES = ("float32", "bfloat16")
 
 def _sizes(smoke):
   if smoke:
-    return {"batch": 2, "views": 2, "steps": 2, "objects": 40, "object_views": 6, "batches": 2}
+    return {"batch": 2, "views": 2, "steps": 2, "objects": 40, "object_views": 6, "batches": 20}
   # 60 pipeline batches: well past what 15 workers prefetch during the 2 untimed ones.
   return {"batch": 64, "views": 20, "steps": 10, "objects": 2000, "object_views": 24, "batches": 60}
 
