@@ -10,17 +10,13 @@ r2n2_jax/distributed.py). SIGTERM or Ctrl-C checkpoints the current step and exi
 signal number; the same command resumes.
 """
 
-import sys
-
 from absl import app
 from absl import flags
-from absl import logging
 
 from r2n2_jax import cli
 from r2n2_jax import config_lib
 from r2n2_jax import console
 from r2n2_jax import distributed
-from r2n2_jax import preemption
 from r2n2_jax import process_setup
 from r2n2_jax import train
 
@@ -53,12 +49,7 @@ def main(argv):
     config_lib.validate(config)  # Before jax.distributed (and again, with the devices, in train).
     spec = distributed.initialize(FLAGS.distributed)  # A malformed environment: a ValueError.
     distributed.log_startup(spec)
-    try:
-      train.train_and_evaluate(config, FLAGS.workdir)
-    except preemption.Interrupted as e:
-      logging.warning("Exiting with status %d (%s)", e.exit_code, e)
-      logging.flush()
-      sys.exit(e.exit_code)
+    train.train_and_evaluate(config, FLAGS.workdir)  # SIGTERM/Ctrl-C: exit 128 + signal (cli).
 
 
 if __name__ == "__main__":

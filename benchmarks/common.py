@@ -1,6 +1,5 @@
 """Shared helpers of the benchmarks: config loading, batches, timing, machine matmul FLOP/s."""
 
-import importlib.util
 import multiprocessing
 import os
 import re
@@ -20,18 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-VARIANTS = tuple(f"{e}_{c}_k{k}" for e in ("simple", "residual") for c in ("gru", "lstm")
-                 for k in (3, 1))
+from configs import VARIANTS  # noqa: E402,F401  (the paper's 8 variants)
+from r2n2_jax import config_lib  # noqa: E402
 
 
 def load_config(path):
-  """get_config() of a config file such as configs/simple_gru_k3.py."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"No config file {path}")
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  """get_config() of a config file such as configs/simple_gru_k3.py (through config_lib)."""
+  return config_lib.load(path)[1]
 
 
 def jax_batch(batch, views, seed=0):

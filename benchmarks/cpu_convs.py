@@ -19,6 +19,7 @@ import sys
 import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import cpu_flags  # noqa: E402
+from r2n2_jax import process_setup  # noqa: E402
 
 SETTINGS = {"YNNPACK (jaxlib default)": "individual_dot,individual_convolution,reduce",
             "Eigen (r2n2_jax)": cpu_flags.YNN_FUSION_TYPES}
@@ -88,5 +89,5 @@ def main():
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
+  process_setup.setup("benchmarks/cpu_convs.py")  # As the entry points run (launch.py).
   main()

@@ -183,10 +183,10 @@ def train_config(args, sizes):
 
 def pipeline_section(args, sizes, clock):
   import input_pipeline as bench  # pylint: disable=import-outside-toplevel
-  from r2n2_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from r2n2_jax import input_pipeline, train  # pylint: disable=import-outside-toplevel
   config = train_config(args, sizes)
   config.batch_size, config.max_views, config.data_workers = sizes["batch"], sizes["views"], -1
-  data_dir = input_pipeline.dataset_dir(config)
+  data_dir = train.prepare_dataset(config)
   it = input_pipeline.create_train_iterator(config, data_dir)
   real, padded, wall, cpu = bench.measure(it, sizes["batches"])
   del it
@@ -369,6 +369,6 @@ def main():
 if __name__ == "__main__":
   if "--step" not in sys.argv and "--torch" not in sys.argv:  # Children inherit the setting.
     sys.path.insert(0, _ROOT)
-    from r2n2_jax import cpu_flags  # pylint: disable=g-import-not-at-top
-    cpu_flags.reexec_with_huge_page_malloc()  # As launch.py runs training (host pipeline).
+    from r2n2_jax import process_setup  # pylint: disable=g-import-not-at-top
+    process_setup.setup("benchmarks/gpu_check.py")  # As launch.py runs training (host pipeline).
   main()

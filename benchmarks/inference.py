@@ -16,7 +16,7 @@ import numpy as np
 
 import common  # Also puts the repository root on sys.path.
 
-from r2n2_jax import cpu_flags  # noqa: E402
+from r2n2_jax import process_setup  # noqa: E402
 from r2n2_jax import metrics  # noqa: E402
 from r2n2_jax.models import build_model  # noqa: E402
 
@@ -73,5 +73,5 @@ def main():
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
+  process_setup.setup("benchmarks/inference.py")  # As the entry points run (launch.py).
   main()

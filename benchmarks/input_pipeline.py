@@ -26,8 +26,9 @@ import grain
 import common  # Also puts the repository root on sys.path.
 
 from data_prep import records  # noqa: E402
-from r2n2_jax import cpu_flags  # noqa: E402
+from r2n2_jax import process_setup  # noqa: E402
 from r2n2_jax import input_pipeline  # noqa: E402
+from r2n2_jax import train  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -119,7 +120,7 @@ def main():
   config.batch_size, config.max_views = args.batch_size, args.max_views
   config.dataset, config.data_dir = args.dataset, args.data_dir
   config.procedural.num_objects, config.procedural.views = 40, 24
-  data_dir = input_pipeline.dataset_dir(config)
+  data_dir = train.prepare_dataset(config)
   if args.objects:
     data_dir = replicated_dataset(data_dir, args.objects, args.data_dir)
   cores = len(os.sched_getaffinity(0))
@@ -147,5 +148,5 @@ def main():
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()  # As the training entry point runs (launch.py).
+  process_setup.setup("benchmarks/input_pipeline.py")  # As the entry points run (launch.py).
   main()

@@ -21,6 +21,7 @@ import sys
 import common  # Also puts the repository root on sys.path.
 
 from r2n2_jax import cpu_flags  # noqa: E402
+from r2n2_jax import process_setup  # noqa: E402
 
 SETTINGS = {"glibc default": "glibc.malloc.hugetlb=0", "huge pages": cpu_flags.MALLOC_TUNABLE}
 
@@ -74,4 +75,5 @@ def main():
 
 
 if __name__ == "__main__":
+  process_setup.setup("benchmarks/malloc.py")  # Children inherit the XLA:CPU flag.
   main()

@@ -19,7 +19,7 @@ import jax
 
 import common  # Also puts the repository root on sys.path.
 
-from r2n2_jax import cpu_flags  # noqa: E402
+from r2n2_jax import process_setup  # noqa: E402
 from r2n2_jax import train  # noqa: E402
 from r2n2_jax import train_state  # noqa: E402
 
@@ -108,5 +108,5 @@ def main():
 
 
 if __name__ == "__main__":
-  cpu_flags.reexec_with_huge_page_malloc()
+  process_setup.setup("benchmarks/train_step.py")  # As the entry points run (launch.py).
   main()

@@ -312,9 +312,19 @@ def build_procedural(data_dir, num_objects, views, seed, workers=None, beam=Fals
   items = [pipeline.Item(object_id=o, category=c, synset="", split=s, source=(seed, i))
            for i, (o, c, s) in enumerate(zip(object_ids, categories, splits))]
   return pipeline.build_dataset(
-      DATASET_NAME, f"n{num_objects}_v{views}_s{seed}", data_dir, items, _procedural_mesh,
+      DATASET_NAME, config_name(num_objects, views, seed), data_dir, items, _procedural_mesh,
       views=views, seed=seed, workers=workers, beam=beam, beam_options=beam_options,
       description="Procedural furniture rendered with pyrender.")
+
+
+def config_name(num_objects, views, seed):
+  """The TFDS config (sub-directory) name of the procedural dataset with these settings."""
+  return f"n{num_objects}_v{views}_s{seed}"
+
+
+def existing_procedural_dataset(data_dir, num_objects, views, seed):
+  """The built procedural dataset's directory, or None if it has not been built (builds nothing)."""
+  return pipeline.existing_dataset(data_dir, DATASET_NAME, config_name(num_objects, views, seed))
 
 
 def ensure_procedural_dataset(data_dir, num_objects, views, seed, workers=None):

@@ -13,6 +13,8 @@ import traceback
 
 from absl import logging
 
+from r2n2_jax import preemption
+
 TRACEBACK_ENV = "R2N2_TRACEBACK"
 
 
@@ -22,8 +24,9 @@ class UserError(Exception):
 
 # ValueError/OSError/KeyError: what config, file and data checks raise throughout the code base
 # (config_lib.ConfigError, checkpoints.CheckpointError and records.DamagedRecordError are
-# ValueErrors; FileNotFoundError is an OSError).
-USER_ERRORS = (UserError, ValueError, OSError, KeyError)
+# ValueErrors; FileNotFoundError is an OSError). FloatingPointError: a diverged run
+# (train.NonFiniteLossError), whose message names the step range; nothing is left to show.
+USER_ERRORS = (UserError, ValueError, OSError, KeyError, FloatingPointError)
 
 
 def one_line(error):
@@ -48,9 +51,15 @@ def exit_with_error(program, error):
 
 @contextlib.contextmanager
 def user_errors(program):
-  """Turns USER_ERRORS raised inside into exit_with_error(program, ...)."""
+  """Turns USER_ERRORS raised inside into exit_with_error(program, ...), and a run stopped by a
+  signal after its checkpoint (preemption.Interrupted) into exit status 128 + the signal."""
   try:
     yield
+  except preemption.Interrupted as e:
+    logging.warning("%s: exiting with status %d (%s); the same command resumes", program,
+                    e.exit_code, e)
+    logging.flush()
+    sys.exit(e.exit_code)
   except USER_ERRORS as e:
     exit_with_error(program, e)
 

@@ -255,8 +255,10 @@ def validate(config, num_devices=None):
                     "`python -m data_prep`")
   for name in ("max_views", "eval_views"):
     at_least(name, 1)
-  for name in ("data_workers", "prefetch_batches"):
-    at_least(name, 0)
+  at_least("prefetch_batches", 0)
+  check("data_workers", lambda v: _is_int(v) and v >= -1, "must be >= 0, or -1 (auto)")
+  check("view_buckets", lambda v: all(_is_int(b) and b >= 1 for b in v) and list(v) == sorted(
+      set(v)), "must be increasing view counts >= 1")
 
   for name in ("batch_size", "eval_batch_size"):
     at_least(name, 1)

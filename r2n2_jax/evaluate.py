@@ -35,23 +35,25 @@ from r2n2_jax import visualize
 from r2n2_jax.models import build_model
 
 VIEW_COUNTS = (1, 2, 3, 4, 5, 8, 12, 16, 20)  # Reported where the data has that many views.
-THRESHOLD = 0.4  # R2N2 protocol threshold for the by-views/by-class figures, F-score and gallery.
 GALLERY_PER_CLASS = 2
 GALLERY_VIEWS = 4
 
-_CONFIG = flags.DEFINE_string(
-    "config", None, "Config file (path.py[:arg]); default: the workdir's config.json. Fields are "
-    "overridden with --config.<field>=<value> (also without --config).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir with checkpoints/.")
-_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_SAVE = flags.DEFINE_bool("save_predictions", False, "Write eval/predictions_*.npz.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Objects per forward pass.")
-_MAX_OBJECTS = flags.DEFINE_integer("max_objects", -1, "Evaluate the first N objects (-1: all).")
-_VIEW_SEED = flags.DEFINE_integer("view_seed", 0, "Seed of the fixed per-object test-view draw.")
-_VIEW_COUNTS = flags.DEFINE_list("view_counts", None,
-                                 "View counts to evaluate (default: 1,2,3,4,5,8,12,16,20 up to "
-                                 "the number of views of the split's first object).")
+def define_flags():
+  """The command line's absl flags, defined by `python -m r2n2_jax.evaluate` only (importing this
+  module defines none, so it can sit beside launch.py's flags in one process)."""
+  flags.DEFINE_string(
+      "config", None, "Config file (path.py[:arg]); default: the workdir's config.json. Fields are "
+      "overridden with --config.<field>=<value> (also without --config).")
+  flags.DEFINE_string("workdir", None, "Training workdir with checkpoints/.")
+  flags.DEFINE_string("split", "test", "Split to evaluate.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_bool("save_predictions", False, "Write eval/predictions_*.npz.")
+  flags.DEFINE_integer("batch_size", 8, "Objects per forward pass.")
+  flags.DEFINE_integer("max_objects", -1, "Evaluate the first N objects (-1: all).")
+  flags.DEFINE_integer("view_seed", 0, "Seed of the fixed per-object test-view draw.")
+  flags.DEFINE_list("view_counts", None,
+                    "View counts to evaluate (default: 1,2,3,4,5,8,12,16,20 up to the number of "
+                    "views of the split's first object).")
 
 
 def eval_dir(workdir, split):
@@ -125,7 +127,7 @@ def evaluate(config, workdir, split="test", step=None, save_predictions=False, b
     shard_rows = {k: [] for k in ("probs", "voxels", "n_views", "object_id", "category")}
     for c in counts:
       probs = np.asarray(decode(params, features, masks[c]))[:len(indices)]
-      for key, value in metrics.row_metrics(probs, voxels, THRESHOLD).items():
+      for key, value in metrics.row_metrics(probs, voxels, metrics.IOU_THRESHOLD).items():
         rows.setdefault(key, []).append(value)
       shard_rows["probs"].append(probs)
       shard_rows["voxels"].append(voxels)
@@ -135,9 +137,9 @@ def evaluate(config, workdir, split="test", step=None, save_predictions=False, b
     for b, category in enumerate(cats):
       if len(gallery.setdefault(category, [])) < GALLERY_PER_CLASS:
         probs = shard_rows["probs"][-1][b]
-        iou = float(metrics.iou_per_object(probs[None], voxels[b][None], THRESHOLD)[0])
+        iou = float(metrics.iou_per_object(probs[None], voxels[b][None], metrics.IOU_THRESHOLD)[0])
         gallery[category].append({"views": views[b, :min(max_count, GALLERY_VIEWS)],
-                                  "pred": probs >= THRESHOLD, "gt": voxels[b],
+                                  "pred": probs >= metrics.IOU_THRESHOLD, "gt": voxels[b],
                                   "label": f"{category}\n{ids[b]}\nIoU {iou:.2f}"})
     shard_rows = {k: np.concatenate(v) for k, v in shard_rows.items()}
     for key in ("n_views", "object_id", "category"):
@@ -149,7 +151,7 @@ def evaluate(config, workdir, split="test", step=None, save_predictions=False, b
   results = metrics.summarize(rows, max_count)
   results.update({
       "step": int(step), "split": split, "workdir": workdir, "dataset": data_dir,
-      "view_seed": int(view_seed), "threshold": THRESHOLD,
+      "view_seed": int(view_seed), "threshold": metrics.IOU_THRESHOLD,
       "config": json.loads(config.to_json_best_effort()),
   })
   with open(os.path.join(out_dir, "metrics.json"), "w") as f:
@@ -200,19 +202,21 @@ def load_config(config_spec, workdir, overrides=()):
 
 
 def main(argv):
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   process_setup.setup("evaluate")
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     cli.exit_with_error("evaluate", "--workdir is required")
   with cli.user_errors("evaluate"):
-    config = load_config(_CONFIG.value, _WORKDIR.value, _OVERRIDES)
-    results = evaluate(config, _WORKDIR.value, _SPLIT.value, _STEP.value, _SAVE.value,
-                       _BATCH.value, _MAX_OBJECTS.value, _VIEW_SEED.value, _VIEW_COUNTS.value)
-  logging.info("wrote %s", eval_dir(os.path.abspath(os.path.expanduser(_WORKDIR.value)), _SPLIT.value))
+    config = load_config(FLAGS.config, FLAGS.workdir, _OVERRIDES)
+    results = evaluate(config, FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.save_predictions,
+                       FLAGS.batch_size, FLAGS.max_objects, FLAGS.view_seed, FLAGS.view_counts)
+  logging.info("wrote %s", eval_dir(os.path.abspath(os.path.expanduser(FLAGS.workdir)), FLAGS.split))
   print(json.dumps({k: results[k] for k in ("step", "views", "num_objects", "iou", "iou_by_views",
                                              "log_loss", "fscore")}, indent=2))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=_parse_flags)

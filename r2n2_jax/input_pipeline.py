@@ -37,12 +37,23 @@ TRAIN_BACKGROUND_RANGE = (225, 256)  # Random light background per image and cha
 
 
 def dataset_dir(config):
-  """The TFDS dataset directory of `config.dataset`; the procedural one is built on first use."""
+  """The TFDS dataset directory of `config.dataset`; builds nothing.
+
+  The procedural default is built by training on first use (`train.prepare_dataset`) or by
+  `python -m data_prep procedural`; evaluation and the tools refuse a missing one.
+  """
   data_dir = os.path.expanduser(config.data_dir)
   if config.dataset == "procedural":
-    from data_prep.procedural import ensure_procedural_dataset  # Rendering deps load lazily.
+    from data_prep import procedural  # pylint: disable=import-outside-toplevel  (mesh deps)
     p = config.procedural
-    return ensure_procedural_dataset(data_dir, p.num_objects, p.views, p.seed)
+    path = procedural.existing_procedural_dataset(data_dir, p.num_objects, p.views, p.seed)
+    if path is None:
+      name = procedural.config_name(p.num_objects, p.views, p.seed)
+      raise FileNotFoundError(
+          f"{data_dir}: the procedural dataset {name} is not built; training builds it on first "
+          f"use, or run `python -m data_prep procedural --data-dir {data_dir} --num-objects "
+          f"{p.num_objects} --views {p.views} --seed {p.seed}`")
+    return path
   path = os.path.expanduser(config.dataset)
   if not os.path.isabs(path) and not os.path.exists(path):
     path = os.path.join(data_dir, path)

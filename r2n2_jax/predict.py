@@ -89,7 +89,7 @@ def voxel_grid(occupied):
   return trimesh.voxel.VoxelGrid(trimesh.voxel.encoding.DenseEncoding(occupied), transform=transform)
 
 
-def write_output(probs, path, threshold=0.4):
+def write_output(probs, path, threshold=metrics.IOU_THRESHOLD):
   """Writes the probability grid (32, 32, 32) to `path` in the format its extension names."""
   ext = os.path.splitext(path)[1].lower()
   occupied = probs >= threshold
@@ -122,14 +122,14 @@ def main(argv=None):
   parser.add_argument("--workdir", required=True, help="Training workdir (config.json, checkpoints/).")
   parser.add_argument("--images", nargs="+", required=True, help="Images of ONE object.")
   parser.add_argument("--output", required=True, help="Output file: " + ", ".join(OUTPUT_FORMATS))
-  parser.add_argument("--threshold", type=float, default=0.4, help="P(occupied) threshold.")
+  parser.add_argument("--threshold", type=float, default=metrics.IOU_THRESHOLD,
+                      help="P(occupied) threshold.")
   parser.add_argument("--step", type=int, default=None, help="Checkpoint step (default: latest).")
   parser.add_argument("--timing", action="store_true",
                       help=f"Print the single-image latency (median of {TIMING_RUNS} after warm-up).")
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   cli.set_verbosity(args.verbosity)
-  process_setup.setup("predict")
   with cli.user_errors("predict"):
     if os.path.splitext(args.output)[1].lower() not in OUTPUT_FORMATS:
       raise ValueError(f"{args.output}: unknown output format; use one of {', '.join(OUTPUT_FORMATS)}")
@@ -152,4 +152,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  process_setup.setup("predict")  # Here, not in main(): it may re-run the process (huge pages).
   main()

@@ -80,11 +80,11 @@ def main(argv=None):
   cli.add_verbosity_flag(parser)
   args = parser.parse_args(argv)
   cli.set_verbosity(args.verbosity)
-  process_setup.setup("sweep")
   with cli.user_errors("sweep"):
     table = sweep(args.root, args.configs, args.arg, args.set, args.train_eval_objects)
   print(table)
 
 
 if __name__ == "__main__":
+  process_setup.setup("sweep")  # Here, not in main(): it may re-run the process (huge pages).
   main()

@@ -23,7 +23,6 @@ from r2n2_jax import metrics
 from r2n2_jax import preemption
 from r2n2_jax import train_state
 
-IOU_THRESHOLD = 0.4  # The R2N2 protocol's threshold for validation IoU.
 AXIS = "batch"  # The pmap axis; replicated state and prefetched batches use it as their mesh axis.
 PROGRESS_EVERY_SECS = 30.0  # A progress line at least this often, whatever log_every_steps is.
 GPU_SIZED_BATCH = 36  # The paper's batch: on a CPU a step of it takes minutes.
@@ -50,7 +49,7 @@ def train_step(state, batch, axis_name=None):
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   iou = metrics.iou_per_object(metrics.occupancy_probability(logits), batch["voxels"],
-                               IOU_THRESHOLD).mean()
+                               metrics.IOU_THRESHOLD).mean()
   step_metrics = {"loss": loss, "iou": iou}
   views = batch["view_mask"].sum(dtype=np.float32)
   if axis_name is not None:
@@ -66,7 +65,7 @@ def eval_step(state, batch, axis_name=None):
   valid = batch["valid"].astype(np.float32)
   loss = metrics.voxel_cross_entropy(logits, batch["voxels"])
   probs = metrics.occupancy_probability(logits)
-  iou = metrics.iou_per_object(probs, batch["voxels"], IOU_THRESHOLD)
+  iou = metrics.iou_per_object(probs, batch["voxels"], metrics.IOU_THRESHOLD)
   sums = {"loss": (loss * valid).sum(), "iou": (iou * valid).sum(), "count": valid.sum()}
   if axis_name is not None:
     sums = jax.lax.psum(sums, axis_name)
@@ -247,14 +246,22 @@ def _hint_if_gpu_sized(config):
                     "--config configs/simple_gru_k1.py:tiny", config.batch_size)
 
 
+def prepare_dataset(config):
+  """The dataset directory of config; the procedural default is built on first use (rendering)."""
+  if config.dataset == "procedural":
+    from data_prep import procedural  # pylint: disable=import-outside-toplevel  (rendering deps)
+    p = config.procedural
+    procedural.ensure_procedural_dataset(os.path.expanduser(config.data_dir), p.num_objects,
+                                         p.views, p.seed)
+  return input_pipeline.dataset_dir(config)
+
+
 def _prepare_data(config):
   """The dataset directory; process 0 builds it on first use while the others wait."""
   if jax.process_index() == 0:
-    data_dir = input_pipeline.dataset_dir(config)
+    prepare_dataset(config)
   multihost_utils.sync_global_devices("r2n2_dataset_ready")
-  if jax.process_index() != 0:
-    data_dir = input_pipeline.dataset_dir(config)
-  return data_dir
+  return input_pipeline.dataset_dir(config)
 
 
 def train_and_evaluate(config, workdir):

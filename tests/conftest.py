@@ -38,9 +38,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory):
   """The `:tiny` config with its procedural dataset built once per session in a temp data_dir."""
-  from r2n2_jax import input_pipeline
+  from r2n2_jax import train
 
   config = default.get_config("tiny")
   config.data_dir = str(tmp_path_factory.mktemp("data"))
-  input_pipeline.dataset_dir(config)  # Builds it.
+  train.prepare_dataset(config)  # Builds it.
   return config

@@ -146,6 +146,7 @@ def test_report_table_from_evaluated_runs(run, tmp_path):
   assert os.path.getsize(tmp_path / "report" / "iou_vs_views.png") > 0
 
 
+@pytest.mark.slow  # Trains nothing but evaluates two splits of a run (~10 s).
 def test_sweep_resumes_finished_runs_and_reports_train_and_test(run):
   config, workdir, results = run
   root = os.path.dirname(workdir)
@@ -181,6 +182,7 @@ def test_sweep_overrides_are_typed_and_checked():
     sweep.load_config("simple_gru_k1", ["num_train_steps=many"])
 
 
+@pytest.mark.slow  # A fresh Python process.
 def test_cli_without_checkpoint_prints_one_line_error(tmp_path):
   checkpoints.save_config(str(tmp_path), default.get_config("tiny"))
   proc = subprocess.run(

@@ -125,6 +125,7 @@ def test_empty_prediction_writes_a_file_and_warns(tmp_path, ext):
   assert os.path.getsize(path) > 0
 
 
+@pytest.mark.slow  # A fresh Python process.
 def test_bad_inputs_exit_with_one_line_and_no_traceback(workdir, images, tmp_path):
   bad_cell, bad_kernel = tmp_path / "bad_cell", tmp_path / "bad_kernel"
   for path, field, value in ((bad_cell, "cell", "transformer"), (bad_kernel, "kernel_size", 1)):

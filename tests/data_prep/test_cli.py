@@ -72,6 +72,7 @@ def test_beam_without_apache_beam_is_one_error_line(tmp_path, capsys):
   _one_error_line(capsys, "pip install -e '.[beam]'")
 
 
+@pytest.mark.slow  # A fresh Python process.
 def test_importing_data_prep_sets_nothing_and_does_not_import_r2n2_jax():
   code = (
       "import os, sys\n"

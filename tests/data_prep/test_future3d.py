@@ -9,6 +9,8 @@ import trimesh
 
 from data_prep import future3d, meshes, records, render, voxelize
 
+pytestmark = pytest.mark.slow  # Renders with EGL (pyrender): not in the fast tier.
+
 MODELS = {  # model_id: (super-category, fine category, mesh)
     "a1": ("Sofa", "Three-seat / Multi-seat Sofa", trimesh.creation.box((1.0, 0.4, 0.5))),
     "b2": ("Sofa", "Loveseat Sofa", trimesh.creation.box((0.7, 0.4, 0.5))),

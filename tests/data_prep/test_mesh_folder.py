@@ -10,6 +10,8 @@ from data_prep import __main__ as cli
 from data_prep import mesh_folder, meshes, pipeline, records, voxelize
 from r2n2_jax import input_pipeline
 
+pytestmark = pytest.mark.slow  # Renders with EGL (pyrender): not in the fast tier.
+
 GOOD = {"chairs/box.obj", "tables/cylinder.ply", "lamps/two_parts.glb", "sphere.stl",
         "chairs/no_texture.obj"}
 BROKEN = {

@@ -9,6 +9,8 @@ import pytest
 
 from data_prep import pipeline, procedural, records
 
+pytestmark = pytest.mark.slow  # Renders with EGL (pyrender): not in the fast tier.
+
 NUM_OBJECTS, VIEWS = 10, 3
 
 

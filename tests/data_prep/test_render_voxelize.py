@@ -7,6 +7,8 @@ import trimesh
 
 from data_prep import meshes, procedural, records, render, voxelize
 
+pytestmark = pytest.mark.slow  # Renders with EGL (pyrender): not in the fast tier.
+
 NUM_VIEWS = 4
 
 

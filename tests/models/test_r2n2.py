@@ -103,6 +103,7 @@ def test_default_normalisation_fits_procedural_views(tiny_config):
   assert np.mean(np.abs(gates) > 4) < 0.01  # Sigmoid/tanh gates are not saturated.
 
 
+@pytest.mark.slow  # Two full-size compilations (~20 s).
 def test_bfloat16_compute_stays_close_to_float32():
   """The opt-in bf16 mode: the same float32 parameters, float32 logits, probabilities close to
   float32's, finite float32 gradients; unknown dtypes are refused."""
