@@ -2,7 +2,6 @@
 
 import logging
 import os
-import subprocess
 
 import jax
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from configs import default
 from r2n2_jax import checkpoints
 from r2n2_jax import train_state
+import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 
 
 def _tree(step):
@@ -122,14 +122,8 @@ def test_shape_mismatch_is_named(workdir):
 @pytest.fixture
 def small_tmpfs(tmp_path):
   """A 3 MiB tmpfs: room for one 1 MiB checkpoint (+ its temporary copy), not for three."""
-  mount_point = tmp_path / "tmpfs"
-  mount_point.mkdir()
-  result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True, check=False)
-  if result.returncode:
-    pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()})")
-  yield str(mount_point)
-  subprocess.run(["umount", "-l", str(mount_point)], check=False)
+  with synthetic.mounted_tmpfs(tmp_path / "tmpfs", "3M") as mount_point:
+    yield mount_point
 
 
 def test_failed_save_on_a_full_disk_stops_at_its_step_and_leaves_no_partial_folder(small_tmpfs):
@@ -153,15 +147,8 @@ def test_failed_save_on_a_full_disk_stops_at_its_step_and_leaves_no_partial_fold
 @pytest.fixture(scope="module")
 def model_workdir(tmp_path_factory):
   """A workdir with config.json and two checkpoints (steps 1, 2) of the real tiny model."""
-  path = str(tmp_path_factory.mktemp("model_run"))
-  config = default.get_config("tiny")
-  checkpoints.save_config(path, config)
-  manager = checkpoints.create_manager(path)
-  for step in (1, 2):
-    state = train_state.create_train_state(config, jax.random.key(step))
-    checkpoints.save(manager, step, jax.device_get(train_state.state_to_pytree(state)))
-  manager.close()
-  return path
+  return synthetic.write_workdir(str(tmp_path_factory.mktemp("model_run")),
+                                 default.get_config("tiny"), steps=(1, 2), seeds=(1, 2))
 
 
 def test_restore_variables_reads_params_only_and_skips_a_damaged_newest(model_workdir, tmp_path):

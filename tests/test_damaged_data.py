@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from data_prep import records
-from test_evaluate import _example  # pylint: disable=g-bad-import-order  (the synthetic records)
+import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 
 
 @pytest.fixture
 def dataset(tmp_path):
   rng = np.random.default_rng(0)
-  path = records.write_dataset("damaged", {"test": [_example(rng, i, "box") for i in range(6)]},
+  path = records.write_dataset("damaged", {"test": [synthetic.example(rng, i, "box") for i in range(6)]},
                                tmp_path / "data")
   shard = [os.path.join(path, n) for n in os.listdir(path) if ".array_record-" in n]
   assert len(shard) == 1

@@ -17,46 +17,23 @@ from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
 from r2n2_jax import report
 from r2n2_jax import sweep
-from r2n2_jax import train_state
 from r2n2_jax.models import build_model
+import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 
-NUM_VIEWS = 4  # So the protocol's counts stop at 4 (no 5, 8, ...).
 CATEGORIES = ("box", "slab")
-
-
-def _example(rng, index, category):
-  """A record whose silhouettes and voxels are boxes of a per-object size (content is arbitrary)."""
-  size = 6 + 3 * index
-  voxels = np.zeros((32, 32, 32), bool)
-  voxels[16 - size // 2:16 + size // 2, 10:22 if category == "box" else 14:18, 8:24] = True
-  views = np.zeros((NUM_VIEWS, 137, 137, 4), np.uint8)
-  views[..., :3] = rng.integers(0, 255, (NUM_VIEWS, 1, 1, 3))
-  views[:, 40:100, 68 - 4 * size:69 + 4 * size, 3] = 255
-  per_view = np.zeros(NUM_VIEWS, np.float32)
-  return f"{category}_{index}", {
-      "views": views, "voxels": voxels, "K": np.tile(np.eye(3, dtype=np.float32), (NUM_VIEWS, 1, 1)),
-      "pose": np.tile(np.eye(4, dtype=np.float32), (NUM_VIEWS, 1, 1)), "azimuth": per_view,
-      "elevation": per_view, "distance": per_view, "fov": per_view, "category": category,
-      "synset": "", "object_id": f"{category}_{index}", "voxel_method": "synthetic"}
 
 
 def make_tiny_run(root):
   """A TFDS dataset (3 test, 2 train objects) and a workdir with a step-1 checkpoint -> config."""
   rng = np.random.default_rng(0)
-  test = [_example(rng, i, CATEGORIES[i % 2]) for i in range(3)]
-  train_split = [_example(rng, i, CATEGORIES[i % 2]) for i in range(3, 5)]
+  test = [synthetic.example(rng, i, CATEGORIES[i % 2]) for i in range(3)]
+  train_split = [synthetic.example(rng, i, CATEGORIES[i % 2]) for i in range(3, 5)]
   data_dir = records.write_dataset("tiny_eval", {"test": test, "train": train_split}, root / "data")
   config = default.get_config("tiny")
   config.dataset = data_dir
   config.data_dir = str(root / "data")
-  workdir = str(root / "simple_gru_k3_tiny")  # The name sweep gives configs/simple_gru_k3.py:tiny.
-  os.makedirs(workdir)
-  checkpoints.save_config(workdir, config)
-  manager = checkpoints.create_manager(workdir)
-  state = train_state.create_train_state(config, jax.random.key(0))
-  checkpoints.save(manager, 1, train_state.state_to_pytree(state))
-  manager.wait_until_finished()
-  manager.close()
+  # The name sweep gives configs/simple_gru_k3.py:tiny.
+  workdir = synthetic.write_workdir(str(root / "simple_gru_k3_tiny"), config)
   return config, workdir
 
 
@@ -129,9 +106,9 @@ def test_split_forward_equals_model_apply_on_the_seeded_views(run):
   pred = evaluate.load_predictions(os.path.join(workdir, "eval"))
   apply = jax.jit(build_model(config.model).apply)
   for n in (1, 3):
-    chosen = input_pipeline.eval_view_indices(NUM_VIEWS, n, 0, index)
+    chosen = input_pipeline.eval_view_indices(synthetic.NUM_VIEWS, n, 0, index)
     assert len(set(chosen.tolist())) == n
-    np.testing.assert_array_equal(chosen, input_pipeline.eval_view_indices(NUM_VIEWS, 4, 0, index)[:n])
+    np.testing.assert_array_equal(chosen, input_pipeline.eval_view_indices(synthetic.NUM_VIEWS, 4, 0, index)[:n])
     views = input_pipeline.preprocess_eval_views(record["views"], chosen)[None]
     expected = metrics.occupancy_probability(apply(variables, views, np.ones((1, n), bool)))[0]
     row = (pred["n_views"] == n) & (pred["object_id"] == records.decode_text(record["object_id"]))

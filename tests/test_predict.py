@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -16,20 +15,14 @@ from configs import default
 from r2n2_jax import checkpoints
 from r2n2_jax import input_pipeline
 from r2n2_jax import predict
-from r2n2_jax import train_state
+import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """A workdir with config.json and an (untrained) step-1 checkpoint."""
-  path = str(tmp_path_factory.mktemp("predict_run"))
-  config = default.get_config("tiny")
-  checkpoints.save_config(path, config)
-  manager = checkpoints.create_manager(path)
-  checkpoints.save(manager, 1, train_state.state_to_pytree(train_state.create_train_state(config, jax.random.key(0))))
-  manager.wait_until_finished()
-  manager.close()
-  return path
+  return synthetic.write_workdir(str(tmp_path_factory.mktemp("predict_run")),
+                                 default.get_config("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ fit the checkpoints, a damaged newest checkpoint, a damaged dataset shard."""
 
 import json
 import os
+import pathlib
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import pytest
 
 from r2n2_jax import checkpoints
 from r2n2_jax import workdir_lock
+import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs/simple_gru_k1.py") + ":tiny"
@@ -143,13 +145,8 @@ def test_a_damaged_dataset_shard_is_named(tiny_config, tmp_path):
 
 def test_a_full_disk_stops_training_at_the_failed_save(tiny_config, tmp_path):
   """A 500 MiB tmpfs holds one checkpoint of the tiny run (329 MiB), not two."""
-  mount_point = tmp_path / "tmpfs"
-  mount_point.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=500M", "tmpfs", str(mount_point)],
-                           capture_output=True, text=True, check=False)
-  if mounted.returncode:
-    pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
-  try:
+  with synthetic.mounted_tmpfs(tmp_path / "tmpfs", "500M") as mount_point:
+    mount_point = pathlib.Path(mount_point)
     workdir = mount_point / "run"
     proc = _launch(workdir, tiny_config.data_dir, 8)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -161,5 +158,3 @@ def test_a_full_disk_stops_training_at_the_failed_save(tiny_config, tmp_path):
     config = checkpoints.load_config(workdir)
     _, step = checkpoints.restore_variables(workdir, config)
     assert step == 2
-  finally:
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
