@@ -120,6 +120,9 @@ def open_workdir(workdir, config):
   """
   config_lib.validate(config, num_devices=jax.device_count())
   if jax.process_index() != 0:
+    # The same checks as process 0: they open orbax CheckpointManagers, whose set-up runs
+    # collectives across processes; skipping them here deadlocked a 2-process resume.
+    _check_resume_config(workdir, config)
     yield
     return
   os.makedirs(workdir, exist_ok=True)
