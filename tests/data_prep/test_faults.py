@@ -117,18 +117,21 @@ def test_a_concurrent_build_waits_for_the_first_and_reuses_it(tmp_path):
   second = None
   try:
     writing = _wait_for(lambda: _incomplete(config_dir), 300, "the first build to write")
+    # Paused mid-write (a real SIGSTOP), the first build holds its lock for as long as the second
+    # needs to reach it, however fast the machine writes 30 objects.
+    first.send_signal(signal.SIGSTOP)
     second = _start(tmp_path, "second", data_dir, 30, workers=1)
     # The second build waits on the lock; the first one's incomplete folder is not "stale".
-    _wait_for(lambda: "Waiting for another build" in (tmp_path / "second.err").read_text()
-              or first.poll() is not None, 120, "the second build to reach the lock")
-    assert first.poll() is None, "the first build ended before the second one started"
+    _wait_for(lambda: "Waiting for another build" in (tmp_path / "second.err").read_text(), 120,
+              "the second build to reach the lock")
     assert all(os.path.exists(p) for p in writing)
+    first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0, (tmp_path / "first.err").read_text()
     assert second.wait(timeout=300) == 0, (tmp_path / "second.err").read_text()
   finally:
     for p in (first, second):
       if p is not None and p.poll() is None:
-        p.kill()
+        p.kill()  # SIGKILL ends a stopped process too.
   dataset_dir = pipeline.existing_dataset(data_dir, procedural.DATASET_NAME, "n30_v2_s0")
   with open(os.path.join(dataset_dir, pipeline.REPORT_NAME)) as f:
     report = f.read()
