@@ -8,12 +8,11 @@ import sys
 import time
 import traceback
 
-# Scripts here import this module first. A script named like a package (there was a data_prep.py)
-# would shadow it: search this folder last; and the repository root (configs/ is not installed)
-# first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.append(_HERE)
+# Scripts here import this module first: it puts the repository root on the path (configs/ is
+# not an installed package).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
 
 import jax
 import jax.numpy as jnp

@@ -18,7 +18,11 @@ FIT_RADIUS = 58.0  # Pixels: every vertex projects within this of the image cent
 _AMBIENT = 0.35
 _LIGHT_INTENSITY = 3.0
 
-_renderer = None  # One OffscreenRenderer per process (creating one costs ~100 ms).
+# OffscreenRenderers of this process by size, created once (~100 ms each) and never deleted:
+# pyrender's EGL `delete()` (also run by its __del__) calls eglTerminate on the process-wide
+# display, after which every other renderer of the process fails (GLError 12296 at
+# eglMakeCurrent, tests/data_prep/test_render_voxelize.py). r2n2_jax.visualize uses these too.
+_renderers = {}
 
 
 def configure_process():
@@ -38,13 +42,11 @@ def _pyrender():
   return pyrender
 
 
-def _get_renderer(size):
-  global _renderer
-  if _renderer is None or _renderer.viewport_width != size:
-    if _renderer is not None:
-      _renderer.delete()
-    _renderer = _pyrender().OffscreenRenderer(size, size)
-  return _renderer
+def renderer(size):
+  """This process's (size, size) pyrender OffscreenRenderer (never deleted: see _renderers)."""
+  if size not in _renderers:
+    _renderers[size] = _pyrender().OffscreenRenderer(size, size)
+  return _renderers[size]
 
 
 def intrinsics(fov=FOV, size=records.IMAGE_SIZE):
@@ -121,7 +123,7 @@ def render_views(mesh, num_views, rng, fov=FOV, size=records.IMAGE_SIZE):
   # A key light from the upper left of the camera, moving with it.
   light_node = scene.add(pyrender.DirectionalLight(intensity=_LIGHT_INTENSITY))
   key = look_at_pose(-35.0, 35.0, 1.0)
-  renderer = _get_renderer(size)
+  offscreen = renderer(size)
   flags = pyrender.RenderFlags.RGBA
   if not mesh.is_watertight:  # Open surfaces must show their back faces (costs ~30% more).
     flags |= pyrender.RenderFlags.SKIP_CULL_FACES
@@ -129,7 +131,7 @@ def render_views(mesh, num_views, rng, fov=FOV, size=records.IMAGE_SIZE):
   for i, pose in enumerate(poses):
     scene.set_pose(camera_node, pose)
     scene.set_pose(light_node, pose @ key)
-    views[i], _ = renderer.render(scene, flags=flags)
+    views[i], _ = offscreen.render(scene, flags=flags)
   return {
       "views": views,
       "K": np.broadcast_to(K, (num_views, 3, 3)).astype(np.float32),

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 
 from absl import logging
@@ -27,6 +26,7 @@ import orbax.checkpoint as ocp
 
 from r2n2_jax import cli
 from r2n2_jax import config_lib
+from r2n2_jax import orbax_noise
 from r2n2_jax import workdir_lock
 from r2n2_jax.models import build_model
 
@@ -49,23 +49,9 @@ def checkpoint_dir(workdir):
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
 
 
-class _NoOrbaxTracebacks(logging.logging.Filter):
-  """Drops the tracebacks orbax's background threads log with a failed save or restore (a full
-  disk logs 4); the error still reaches `save`/`restore`, which say it in one line."""
-
-  def filter(self, record):
-    if "/orbax/" in record.pathname and not cli.show_tracebacks():
-      record.exc_info, record.exc_text = None, None
-    return True
-
-
-_FILTER = _NoOrbaxTracebacks()
-
-
 def create_manager(workdir, keep=3):
   """A CheckpointManager writing WORKDIR/checkpoints/<step> and keeping the newest `keep`."""
-  if _FILTER not in logging.get_absl_logger().filters:
-    logging.get_absl_logger().addFilter(_FILTER)
+  orbax_noise.drop_orbax_thread_tracebacks()
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
@@ -104,6 +90,8 @@ def model_differences(stored, config):
   """Model fields (but COMPUTE_ONLY_FIELDS) whose values differ: ['cell: gru -> lstm', ...]."""
   old = json.loads(ml_collections.ConfigDict(stored).to_json_best_effort()).get("model", {})
   new = json.loads(config.to_json_best_effort()).get("model", {})
+  for model in (old, new):  # config.json files written before `width` existed are width 1.
+    model.setdefault("width", 1.0)
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
           if k not in COMPUTE_ONLY_FIELDS and old.get(k) != new.get(k)]
 
@@ -335,7 +323,7 @@ def save(manager, step, state):
   directory = os.fspath(manager.directory)
   step_dir = os.path.join(directory, str(step))
   try:
-    with _quiet_closed_loop_tracebacks():
+    with orbax_noise.quiet_closed_loop_tracebacks():
       try:
         manager.save(step, args=ocp.args.StandardSave(state))
         manager.wait_until_finished()
@@ -367,62 +355,6 @@ def _remove_partial(directory, step, settle_s=1.0, timeout_s=60.0):
     if names:
       quiet_since = time.time()
     time.sleep(0.1)
-
-
-class _DropClosedLoopTracebacks:
-  """sys.stderr minus the "RuntimeError: Event loop is closed" tracebacks.
-
-  When one array of a save fails (a full disk), orbax closes its event loop while the writes of
-  the other arrays are still in flight; each of them then completes into the closed loop and
-  tensorstore prints its traceback with PyErr_Print (dozens, measured 47 with a full disk,
-  sys.excepthook is not consulted). They say nothing the save's own error does not.
-  """
-
-  MARK = "Traceback (most recent call last):\n"
-
-  def __init__(self, stream):
-    self._stream, self._pending, self._block = stream, "", None
-
-  def write(self, text):
-    self._pending += text
-    while "\n" in self._pending:
-      line, self._pending = self._pending.split("\n", 1)
-      self._line(line + "\n")
-    return len(text)
-
-  def _line(self, line):
-    if self._block is None:
-      if line == self.MARK:
-        self._block = [line]
-      else:
-        self._stream.write(line)
-      return
-    self._block.append(line)
-    if not line.startswith(" "):  # The exception line ends the traceback.
-      if line.strip() != "RuntimeError: Event loop is closed":
-        self._stream.write("".join(self._block))
-      self._block = None
-
-  def close_filter(self):
-    self._stream.write("".join(self._block or []) + self._pending)
-    self._stream.flush()
-
-  def __getattr__(self, name):
-    return getattr(self._stream, name)
-
-
-@contextlib.contextmanager
-def _quiet_closed_loop_tracebacks():
-  if cli.show_tracebacks():
-    yield
-    return
-  original = sys.stderr
-  sys.stderr = _DropClosedLoopTracebacks(original)
-  try:
-    yield
-  finally:
-    sys.stderr.close_filter()
-    sys.stderr = original
 
 
 # --- evaluate / predict: params only ------------------------------------------------------------

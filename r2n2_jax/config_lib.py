@@ -216,6 +216,8 @@ def _check_model(c):
   c.check("model.input_mean", three, "must be 3 finite numbers")
   c.check("model.input_std", lambda v: three(v) and all(x > 0 for x in v),
           "must be 3 finite numbers > 0")
+  c.check("model.width", lambda v: _is_number(v) and 0 < v <= 16,
+          "must be a number in (0, 16] (1: the paper's channel counts)")
 
 
 def validate_model(config):

@@ -51,6 +51,8 @@ def define_flags():
   flags.DEFINE_integer("batch_size", 8, "Objects per forward pass.")
   flags.DEFINE_integer("max_objects", -1, "Evaluate the first N objects (-1: all).")
   flags.DEFINE_integer("view_seed", 0, "Seed of the fixed per-object test-view draw.")
+  flags.DEFINE_bool("plots", True, "Write the PNG plots and gallery (--noplots: metrics only, "
+                    "e.g. on a node without EGL).")
   flags.DEFINE_list("view_counts", None,
                     "View counts to evaluate (default: 1,2,3,4,5,8,12,16,20 up to the number of "
                     "views of the split's first object).")
@@ -86,8 +88,11 @@ def _view_counts(requested, num_available):
 
 
 def evaluate(config, workdir, split="test", step=None, save_predictions=False, batch_size=8,
-             max_objects=-1, view_seed=0, view_counts=None):
-  """Evaluates the checkpoint of `workdir` on `split`; writes eval files and returns metrics.json."""
+             max_objects=-1, view_seed=0, view_counts=None, plots=True):
+  """Evaluates the checkpoint of `workdir` on `split`; writes eval files and returns metrics.json.
+
+  `plots=False` writes no PNGs (the gallery renders voxels with pyrender: EGL or OSMesa needed).
+  """
   workdir = os.path.abspath(os.path.expanduser(workdir))
   variables, step = checkpoints.restore_variables(workdir, config, step)
   params = variables["params"]
@@ -156,7 +161,8 @@ def evaluate(config, workdir, split="test", step=None, save_predictions=False, b
   })
   with open(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
-  write_plots(results, gallery, out_dir)
+  if plots:
+    write_plots(results, gallery, out_dir)
   return results
 
 
@@ -211,7 +217,8 @@ def main(argv):
   with cli.user_errors("evaluate"):
     config = load_config(FLAGS.config, FLAGS.workdir, _OVERRIDES)
     results = evaluate(config, FLAGS.workdir, FLAGS.split, FLAGS.step, FLAGS.save_predictions,
-                       FLAGS.batch_size, FLAGS.max_objects, FLAGS.view_seed, FLAGS.view_counts)
+                       FLAGS.batch_size, FLAGS.max_objects, FLAGS.view_seed, FLAGS.view_counts,
+                       FLAGS.plots)
   logging.info("wrote %s", eval_dir(os.path.abspath(os.path.expanduser(FLAGS.workdir)), FLAGS.split))
   print(json.dumps({k: results[k] for k in ("step", "views", "num_objects", "iou", "iou_by_views",
                                              "log_loss", "fscore")}, indent=2))

@@ -99,6 +99,10 @@ def layout(network):
 def network_of(model_config):
   """The original network a model config is, or ValueError."""
   key = (model_config.encoder, model_config.decoder, model_config.cell, int(model_config.kernel_size))
+  width = float(model_config.get("width", 1.0))
+  if width != 1.0:
+    raise ValueError(f"model width {width:g} has no original counterpart; the original networks "
+                     "have width 1")
   networks = {("residual", "residual", "gru", 3): "ResidualGRUNet",
               ("simple", "simple", "gru", 3): "GRUNet"}
   if key not in networks:

@@ -41,8 +41,10 @@ def _row(workdir, test, train, views):
   n = _views(test, views)
   fmt = lambda results, key: "–" if results is None or n not in results[key] else \
       f"{results[key][n]:.3f}"
-  return (f"| {os.path.basename(os.path.normpath(workdir))} | {model['encoder']} / "
-          f"{model['decoder']} | {model['cell'].upper()} | {model['kernel_size']} | {n} | "
+  width = float(model.get("width", 1.0))  # Not the paper's network unless 1: said in the row.
+  network = f"{model['encoder']} / {model['decoder']}" + (f" (width {width:g})" if width != 1 else "")
+  return (f"| {os.path.basename(os.path.normpath(workdir))} | {network} | "
+          f"{model['cell'].upper()} | {model['kernel_size']} | {n} | "
           f"{fmt(train, 'log_loss_by_views')} | {fmt(test, 'log_loss_by_views')} | "
           f"{fmt(train, 'iou_by_views')} | {fmt(test, 'iou_by_views')} | "
           f"{fmt(test, 'fscore_by_views')} | "

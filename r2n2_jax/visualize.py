@@ -52,9 +52,9 @@ def _pyrender():
   return pyrender
 
 
-@functools.lru_cache(maxsize=4)
-def _renderer(size):
-  return _pyrender().OffscreenRenderer(size, size)
+@functools.cache  # Never evicted: deleting a pyrender renderer (also by garbage collection)
+def _renderer(size):  # terminates the process's EGL display under every other renderer, those of
+  return _pyrender().OffscreenRenderer(size, size)  # data_prep.render too (see there).
 
 
 def render_voxels(voxels, size=RENDER_SIZE, azimuth=35.0, elevation=25.0):

@@ -148,7 +148,7 @@ def test_failed_save_on_a_full_disk_stops_at_its_step_and_leaves_no_partial_fold
 def model_workdir(tmp_path_factory):
   """A workdir with config.json and two checkpoints (steps 1, 2) of the real tiny model."""
   return synthetic.write_workdir(str(tmp_path_factory.mktemp("model_run")),
-                                 default.get_config("tiny"), steps=(1, 2), seeds=(1, 2))
+                                 default.get_config("tiny,narrow"), steps=(1, 2), seeds=(1, 2))
 
 
 def test_restore_variables_reads_params_only_and_skips_a_damaged_newest(model_workdir, tmp_path):
@@ -176,7 +176,7 @@ def test_open_workdir_checks_before_it_writes_and_holds_the_lock(model_workdir, 
   workdir = str(tmp_path / "run")
   shutil.copytree(model_workdir, workdir)
   before = open(os.path.join(workdir, "config.json")).read()
-  other = default.get_config("tiny")
+  other = default.get_config("tiny,narrow")
   other.model.cell = "lstm"
   with pytest.raises(checkpoints.CheckpointError, match=r"holds a run of another model \(cell: "
                      r"'gru' -> 'lstm'\); resume it with its own config"):
@@ -184,7 +184,7 @@ def test_open_workdir_checks_before_it_writes_and_holds_the_lock(model_workdir, 
       pass
   assert open(os.path.join(workdir, "config.json")).read() == before
   os.remove(os.path.join(workdir, "config.json"))  # Without config.json the shapes still decide.
-  other = default.get_config("tiny")
+  other = default.get_config("tiny,narrow")
   other.model.kernel_size = 1
   with pytest.raises(checkpoints.CheckpointError, match="the config does not fit the checkpoint "
                      r"\(parameter params/.* has shape"):
@@ -192,7 +192,7 @@ def test_open_workdir_checks_before_it_writes_and_holds_the_lock(model_workdir, 
       pass
   assert not os.path.exists(os.path.join(workdir, "config.json"))
 
-  same = default.get_config("tiny")
+  same = default.get_config("tiny,narrow")
   same.model.conv3d_impl = "xla"  # How the same parameters are computed: may change on resume.
   same.num_train_steps = 40
   with checkpoints.open_workdir(workdir, same):
@@ -202,7 +202,7 @@ def test_open_workdir_checks_before_it_writes_and_holds_the_lock(model_workdir, 
   workdir_lock.WorkdirLock(workdir).acquire().release()
 
   fresh = str(tmp_path / "fresh")
-  bad = default.get_config("tiny")
+  bad = default.get_config("tiny,narrow")
   bad.model.kernel_size = 2
   with pytest.raises(config_lib.ConfigError, match="kernel_size=2"):
     with checkpoints.open_workdir(fresh, bad):
@@ -213,3 +213,11 @@ def test_open_workdir_checks_before_it_writes_and_holds_the_lock(model_workdir, 
 def test_model_input_size_matches_the_records():
   from data_prep import records
   assert checkpoints.CROP == records.CROP_SIZE
+
+
+def test_a_config_json_from_before_width_existed_is_the_paper_width():
+  stored = default.get_config("tiny").to_dict()
+  del stored["model"]["width"]
+  assert checkpoints.model_differences(stored, default.get_config("tiny")) == []
+  assert checkpoints.model_differences(stored, default.get_config("tiny,narrow")) == [
+      "width: 1.0 -> 0.125"]

@@ -59,6 +59,7 @@ def test_unknown_variant_and_file():
     ("learning_rate=-1", "config.learning_rate=-1.0: must be > 0"),
     ("learning_rate=nan", "config.learning_rate=nan: must be > 0"),
     ("max_views=0", "config.max_views=0: must be an integer >= 1"),
+    ("model.width=0", "config.model.width=0.0: must be a number in (0, 16]"),
     ("max_views=7", "config.max_views=7: the procedural data has only procedural.views=6 views"),
     ("batch_size=3", "config.batch_size=3: must be divisible by the 2 devices"),
     ("eval_batch_size=0", "config.eval_batch_size=0: must be an integer >= 1"),
@@ -88,12 +89,11 @@ def _run(module_or_script, *args, env=None):
                         env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
 
 
+# One case per way launch can refuse a config (a field's domain, the device count, a variant, a
+# field name, the dataset); every domain is checked in-process above. ~12 s a process here.
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     ([CONFIG + ":tiny", "--config.model.kernel_size=2"], "config.model.kernel_size=2: must be one of 1, 3"),
-    ([CONFIG + ":tiny", "--config.learning_rate=-1"], "config.learning_rate=-1.0: must be > 0"),
-    ([CONFIG + ":tiny", "--config.model.cell=rnn"], "config.model.cell='rnn'"),
-    ([CONFIG + ":tiny", "--config.max_views=0"], "config.max_views=0"),
     ([CONFIG + ":tiny", "--config.batch_size=3"], "config.batch_size=3: must be divisible by the 2 devices"),
     ([CONFIG + ":tinny"], "unknown config variant 'tinny' (did you mean 'tiny'?)"),
     ([CONFIG + ":tiny", "--config.batchsize=4"], "no field 'batchsize' (did you mean 'batch_size'?)"),

@@ -29,7 +29,7 @@ def make_tiny_run(root):
   test = [synthetic.example(rng, i, CATEGORIES[i % 2]) for i in range(3)]
   train_split = [synthetic.example(rng, i, CATEGORIES[i % 2]) for i in range(3, 5)]
   data_dir = records.write_dataset("tiny_eval", {"test": test, "train": train_split}, root / "data")
-  config = default.get_config("tiny")
+  config = default.get_config("tiny,narrow")
   config.dataset = data_dir
   config.data_dir = str(root / "data")
   # The name sweep gives configs/simple_gru_k3.py:tiny.
@@ -39,9 +39,11 @@ def make_tiny_run(root):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  """(config, workdir, metrics) after `evaluate --save_predictions` on the test split."""
+  """(config, workdir, metrics) after `evaluate --save_predictions --noplots` on the test split
+  (the plots render with EGL: the slow sweep test checks them)."""
   config, workdir = make_tiny_run(tmp_path_factory.mktemp("eval"))
-  results = evaluate.evaluate(config, workdir, "test", save_predictions=True, batch_size=2)
+  results = evaluate.evaluate(config, workdir, "test", save_predictions=True, batch_size=2,
+                              plots=False)
   return config, workdir, results
 
 
@@ -60,9 +62,7 @@ def test_metrics_json_fields_and_view_counts(run):
   for value in [*saved["iou"].values(), *saved["iou_by_views"].values(), saved["fscore"]]:
     assert 0.0 <= value <= 1.0
   assert saved["log_loss"] > 0
-  for name in ("iou_vs_views.png", "iou_by_class.png", "gallery.png"):
-    with open(os.path.join(workdir, "eval", name), "rb") as f:
-      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert not [n for n in os.listdir(os.path.join(workdir, "eval")) if n.endswith(".png")]
 
 
 def test_metrics_json_is_exactly_what_the_predictions_give(run):
@@ -118,7 +118,7 @@ def test_split_forward_equals_model_apply_on_the_seeded_views(run):
 def test_report_table_from_evaluated_runs(run, tmp_path):
   _, workdir, results = run
   table = report.write_report([workdir], str(tmp_path / "report"))
-  assert "| simple / simple | GRU | 3 |" in table
+  assert "| simple / simple (width 0.125) | GRU | 3 |" in table
   assert f"{results['iou_by_views']['4']:.3f}" in table
   assert os.path.getsize(tmp_path / "report" / "iou_vs_views.png") > 0
 
@@ -129,7 +129,8 @@ def test_sweep_resumes_finished_runs_and_reports_train_and_test(run):
   root = os.path.dirname(workdir)
   before = os.path.getmtime(os.path.join(workdir, "eval", "metrics.json"))
   table = sweep.sweep(root, ["simple_gru_k3"], "tiny", [
-      f"dataset={config.dataset}", f"data_dir={config.data_dir}", "num_train_steps=1"],
+      f"dataset={config.dataset}", f"data_dir={config.data_dir}", "num_train_steps=1",
+      f"model.width={config.model.width}"],
       train_eval_objects=2)
   # Trained (step 1 >= num_train_steps) and test-evaluated already: neither is redone.
   assert checkpoints.latest_step(workdir) == 1
@@ -137,9 +138,12 @@ def test_sweep_resumes_finished_runs_and_reports_train_and_test(run):
   with open(os.path.join(workdir, "eval_train", "metrics.json")) as f:
     train_results = json.load(f)
   assert train_results["num_objects"] == 2 and train_results["split"] == "train"
+  for name in ("iou_vs_views.png", "iou_by_class.png", "gallery.png"):
+    with open(os.path.join(workdir, "eval_train", name), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   row = [line for line in table.splitlines() if line.startswith("| simple_gru_k3_tiny")][0]
   cells = [c.strip() for c in row.strip("|").split("|")]
-  assert cells[1:5] == ["simple / simple", "GRU", "3", "4"]
+  assert cells[1:5] == ["simple / simple (width 0.125)", "GRU", "3", "4"]
   assert cells[5:9] == [f"{train_results['log_loss_by_views']['4']:.3f}",
                         f"{results['log_loss_by_views']['4']:.3f}",
                         f"{train_results['iou_by_views']['4']:.3f}",

@@ -105,7 +105,9 @@ def test_fc_and_gate_input_kernels_follow_our_flattening_orders():
 
 # --- Importing files ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=NETWORKS)
+# Importing writes a real weights file and a checkpoint of the full network (~130 MB each): the
+# tests that need one are in the slow tier; the layout and refusal tests above and below are not.
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) for n in NETWORKS])
 def imported(request, tmp_path_factory):
   """(network, original arrays, their .npy file, the imported workdir)."""
   network = request.param
@@ -156,15 +158,18 @@ def test_export_round_trip_is_bit_exact(imported, tmp_path):
     assert a.tobytes() == b.tobytes()
 
 
-def test_export_refuses_models_without_an_original(tmp_path):
-  workdir = str(tmp_path / "lstm")
+@pytest.mark.parametrize("field,value,message", [
+    ("cell", "lstm", "no original counterpart; only simple_gru_k3"),
+    ("width", 0.125, "model width 0.125 has no original counterpart")])
+def test_export_refuses_models_without_an_original(tmp_path, field, value, message):
+  workdir = str(tmp_path / "run")
   os.makedirs(workdir)
   config = simple_gru_k3.get_config()
-  config.model.cell = "lstm"
+  config.model[field] = value
   checkpoints.save_config(workdir, config)
   with pytest.raises(SystemExit) as exit_info:
     import_weights.main(["--workdir", workdir, "--export-original", str(tmp_path / "x.npy")])
-  assert "no original counterpart" in str(exit_info.value)
+  assert message in str(exit_info.value)
   assert "\n" not in str(exit_info.value)
 
 
@@ -184,6 +189,7 @@ def test_wrong_number_of_arrays_is_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "W")
 
 
+@pytest.mark.slow  # Two full-size weight files.
 def test_wrong_shape_names_the_index_and_both_shapes(tmp_path):
   arrays = ref.random_weights("GRUNet")
   arrays[18] = arrays[18][:, :4096]  # t_x_s_reset.Wx (1024, 8192)

@@ -22,7 +22,7 @@ import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 def workdir(tmp_path_factory):
   """A workdir with config.json and an (untrained) step-1 checkpoint."""
   return synthetic.write_workdir(str(tmp_path_factory.mktemp("predict_run")),
-                                 default.get_config("tiny"))
+                                 default.get_config("tiny,narrow"))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_bad_inputs_exit_with_one_line_and_no_traceback(workdir, images, tmp_pat
     (path / "config.json").write_text(json.dumps(config))
   no_checkpoint = tmp_path / "empty"
   no_checkpoint.mkdir()
-  checkpoints.save_config(str(no_checkpoint), default.get_config("tiny"))
+  checkpoints.save_config(str(no_checkpoint), default.get_config("tiny,narrow"))
   cases = [
       (["--workdir", workdir, "--images", "nope.png"], "nope.png: no such image file"),
       (["--workdir", str(no_checkpoint), "--images", images[0]], "no checkpoint"),

@@ -29,7 +29,7 @@ def _command(workdir, data_dir):
   # eval_batch_size 6 over the 4 validation objects: with 2 processes, process 0 holds 3 real
   # examples and process 1 one real example and 2 padding slots.
   return [sys.executable, os.path.join(ROOT, "launch.py"),
-          "--config", os.path.join(ROOT, "configs/simple_gru_k1.py") + ":tiny",
+          "--config", os.path.join(ROOT, "configs/simple_gru_k1.py") + ":tiny,narrow",
           "--workdir", str(workdir), f"--config.data_dir={data_dir}",
           f"--config.num_train_steps={STEPS}", "--config.log_every_steps=1",
           "--config.eval_every_steps=3", "--config.checkpoint_every_steps=100",

@@ -19,7 +19,7 @@ from r2n2_jax import workdir_lock
 import synthetic  # pylint: disable=g-bad-import-order  (tests/synthetic.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(ROOT, "configs/simple_gru_k1.py") + ":tiny"
+CONFIG = os.path.join(ROOT, "configs/simple_gru_k1.py") + ":tiny,narrow"
 
 pytestmark = pytest.mark.slow
 
@@ -144,8 +144,9 @@ def test_a_damaged_dataset_shard_is_named(tiny_config, tmp_path):
 
 
 def test_a_full_disk_stops_training_at_the_failed_save(tiny_config, tmp_path):
-  """A 500 MiB tmpfs holds one checkpoint of the tiny run (329 MiB), not two."""
-  with synthetic.mounted_tmpfs(tmp_path / "tmpfs", "500M") as mount_point:
+  """An 8 MiB tmpfs holds one checkpoint of the narrow tiny run (params and Adam's two moments:
+  3 x 485,334 float32 = 5.6 MiB once trained), not two."""
+  with synthetic.mounted_tmpfs(tmp_path / "tmpfs", "8M") as mount_point:
     mount_point = pathlib.Path(mount_point)
     workdir = mount_point / "run"
     proc = _launch(workdir, tiny_config.data_dir, 8)

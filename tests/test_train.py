@@ -16,9 +16,17 @@ from r2n2_jax import train
 from r2n2_jax import train_state
 
 
+def _narrow(tiny_config):
+  """The tiny config at width 1/8: what these tests check does not depend on the width (the
+  paper's widths train in tests/test_launch.py)."""
+  config = tiny_config.copy_and_resolve_references()
+  config.model.width = 0.125
+  return config
+
+
 def test_pmap_over_two_devices_matches_one_device(tiny_config):
   assert jax.local_device_count() == 2
-  config = tiny_config
+  config = _narrow(tiny_config)
   batch = next(input_pipeline.create_train_iterator(config, input_pipeline.dataset_dir(config)))
   state = train_state.create_train_state(config, jax.random.key(0))
 
@@ -40,7 +48,7 @@ def test_pmap_over_two_devices_matches_one_device(tiny_config):
 
 def test_weight_decay_applies_to_kernels_only(tiny_config):
   """With zero gradients, Adam's update is pure decay: kernels shrink, biases stay."""
-  config = tiny_config.copy_and_resolve_references()
+  config = _narrow(tiny_config)
   config.weight_decay = 0.5
   state = train_state.create_train_state(config, jax.random.key(0))
   zeros = jax.tree.map(np.zeros_like, state.params)
@@ -63,7 +71,7 @@ def test_learning_rate_schedule_decays_at_the_configured_steps(tiny_config):
 
 def test_non_finite_loss_stops_the_run(tiny_config, tmp_path):
   """A learning rate of inf makes the parameters non-finite after step 1; step 2 must raise."""
-  config = tiny_config.copy_and_resolve_references()
+  config = _narrow(tiny_config)
   config.learning_rate = float("inf")
   config.num_train_steps = 3
   with pytest.raises(train.NonFiniteLossError, match="step 2"):
@@ -73,7 +81,7 @@ def test_non_finite_loss_stops_the_run(tiny_config, tmp_path):
 
 def test_non_finite_parameters_are_never_checkpointed(tiny_config, tmp_path):
   """Step 1's loss is finite but its update makes the parameters infinite: no checkpoint of it."""
-  config = tiny_config.copy_and_resolve_references()
+  config = _narrow(tiny_config)
   config.learning_rate = float("inf")
   config.num_train_steps = 3
   config.checkpoint_every_steps = 1
@@ -91,7 +99,7 @@ def _counting(fn, calls):
 
 def test_one_compilation_of_each_step_per_run(tiny_config, tmp_path, monkeypatch, caplog):
   """Steps, validations with padded batches, checkpoints, a resumed run: each step traced once."""
-  config = tiny_config.copy_and_resolve_references()
+  config = _narrow(tiny_config)
   config.num_train_steps, config.log_every_steps = 3, 1
   config.eval_every_steps, config.checkpoint_every_steps = 2, 2
   config.eval_batch_size, config.num_eval_batches = 6, -1  # 4 objects: 2 of 3 slots padding.

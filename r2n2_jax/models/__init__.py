@@ -8,7 +8,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 def build_model(model_config):
   """Returns the R2N2 Module described by `model_config` (encoder, decoder, cell, kernel_size,
-  conv3d_impl, input_mean, input_std, dtype)."""
+  conv3d_impl, input_mean, input_std, dtype, width)."""
   dtype = model_config.get("dtype", "float32")
   if dtype not in COMPUTE_DTYPES:
     raise ValueError(f"config.model.dtype must be one of {COMPUTE_DTYPES}, got {dtype!r}")
@@ -21,6 +21,7 @@ def build_model(model_config):
       input_mean=tuple(float(c) for c in model_config.get("input_mean", DEFAULT_INPUT_MEAN)),
       input_std=tuple(float(c) for c in model_config.get("input_std", DEFAULT_INPUT_STD)),
       dtype=dtype,
+      width=float(model_config.get("width", 1.0)),
   )
 
 

@@ -86,19 +86,21 @@ def _masked(mask, new, old):
 class ConvGRUCell(nn.Module):
   """h' = u * h + (1 - u) * tanh(FCConv_h(x, r * h)); the carry is h (B, 4, 4, 4, C)."""
   kernel_size: int
+  channels: int = HIDDEN_CHANNELS
 
   @nn.compact
   def __call__(self, h, inputs):
     gate_x, mask = inputs  # (B, 3, 4, 4, 4, C), (B,)
-    u = nn.sigmoid(gate_x[:, 0] + GateConv(self.kernel_size, name="update")(h))
-    r = nn.sigmoid(gate_x[:, 1] + GateConv(self.kernel_size, name="reset")(h))
-    candidate = jnp.tanh(gate_x[:, 2] + GateConv(self.kernel_size, name="candidate")(r * h))
+    conv = lambda name: GateConv(self.kernel_size, self.channels, name=name)
+    u = nn.sigmoid(gate_x[:, 0] + conv("update")(h))
+    r = nn.sigmoid(gate_x[:, 1] + conv("reset")(h))
+    candidate = jnp.tanh(gate_x[:, 2] + conv("candidate")(r * h))
     new_h = u * h + (1.0 - u) * candidate
     return _masked(mask, new_h, h), None
 
   @staticmethod
-  def initial_carry(batch, dtype):
-    return jnp.zeros((batch, GRID, GRID, GRID, HIDDEN_CHANNELS), dtype)
+  def initial_carry(batch, channels, dtype):
+    return jnp.zeros((batch, GRID, GRID, GRID, channels), dtype)
 
   @staticmethod
   def hidden(carry):
@@ -108,20 +110,22 @@ class ConvGRUCell(nn.Module):
 class ConvLSTMCell(nn.Module):
   """The paper's LSTM (no output gate): s' = f * s + i * tanh(FCConv_s(x, h)); h' = tanh(s')."""
   kernel_size: int
+  channels: int = HIDDEN_CHANNELS
 
   @nn.compact
   def __call__(self, carry, inputs):
     gate_x, mask = inputs
     s, h = carry
-    f = nn.sigmoid(gate_x[:, 0] + GateConv(self.kernel_size, name="forget")(h))
-    i = nn.sigmoid(gate_x[:, 1] + GateConv(self.kernel_size, name="input")(h))
-    new_s = f * s + i * jnp.tanh(gate_x[:, 2] + GateConv(self.kernel_size, name="cell")(h))
+    conv = lambda name: GateConv(self.kernel_size, self.channels, name=name)
+    f = nn.sigmoid(gate_x[:, 0] + conv("forget")(h))
+    i = nn.sigmoid(gate_x[:, 1] + conv("input")(h))
+    new_s = f * s + i * jnp.tanh(gate_x[:, 2] + conv("cell")(h))
     new_h = jnp.tanh(new_s)
     return _masked(mask, (new_s, new_h), carry), None
 
   @staticmethod
-  def initial_carry(batch, dtype):
-    zeros = jnp.zeros((batch, GRID, GRID, GRID, HIDDEN_CHANNELS), dtype)
+  def initial_carry(batch, channels, dtype):
+    zeros = jnp.zeros((batch, GRID, GRID, GRID, channels), dtype)
     return zeros, zeros
 
   @staticmethod
@@ -139,13 +143,14 @@ class RecurrentGrid3D(nn.Module):
   """
   cell: str = "gru"
   kernel_size: int = 3
+  channels: int = HIDDEN_CHANNELS  # Of the hidden state (the paper's 128).
 
   @nn.compact
   def __call__(self, features, view_mask):
     cell_cls = CELLS[self.cell]
-    gate_x = GateInputProjection(name="input_projection")(features)
+    gate_x = GateInputProjection(channels=self.channels, name="input_projection")(features)
     scan = nn.scan(cell_cls, variable_broadcast="params", split_rngs={"params": False},
                    in_axes=1, out_axes=1)
-    carry = cell_cls.initial_carry(features.shape[0], gate_x.dtype)
-    carry, _ = scan(self.kernel_size, name="cell")(carry, (gate_x, view_mask))
+    carry = cell_cls.initial_carry(features.shape[0], self.channels, gate_x.dtype)
+    carry, _ = scan(self.kernel_size, self.channels, name="cell")(carry, (gate_x, view_mask))
     return cell_cls.hidden(carry)

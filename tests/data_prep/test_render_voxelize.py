@@ -185,3 +185,22 @@ def test_parity_fill_agrees_with_trimesh_contains(name):
   np.testing.assert_array_equal(voxelize.parity_fill(mesh)[idx[:, 0], idx[:, 1], idx[:, 2]],
                                 expected)
   assert 0.1 < expected.mean() < 0.9
+
+
+def test_renderers_of_several_sizes_keep_working_side_by_side():
+  """pyrender's delete() terminates the process's EGL display under every other renderer; none of
+  data_prep's or visualize's renderers is ever deleted, so all sizes work in any order (deleting
+  the previous size's renderer broke the others: GLError 12296 at eglMakeCurrent)."""
+  import gc  # pylint: disable=g-import-not-at-top
+  from r2n2_jax import visualize  # pylint: disable=g-import-not-at-top
+  mesh = meshes.prepare_mesh(trimesh.creation.box((1.0, 0.6, 0.4)))[0]
+  voxels = np.zeros((8, 8, 8), bool)
+  voxels[2:6, 2:6, 3:5] = True
+  first = render.render_views(mesh, 1, np.random.default_rng(0))["views"]
+  small = visualize.render_voxels(voxels, size=64)
+  for size in (96, 160):
+    assert render.render_views(mesh, 1, np.random.default_rng(0), size=size)["views"][0, ..., 3].any()
+    assert visualize.render_voxels(voxels, size=size).std() > 0
+  gc.collect()
+  np.testing.assert_array_equal(render.render_views(mesh, 1, np.random.default_rng(0))["views"], first)
+  np.testing.assert_array_equal(visualize.render_voxels(voxels, size=64), small)

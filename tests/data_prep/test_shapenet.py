@@ -120,6 +120,7 @@ def _check_example(example, truth, synset, category):
   assert records.decode_text(example["voxel_method"]).startswith("ShapeNetVox32")
 
 
+@pytest.mark.slow  # A whole build (TFDS writer) of the replica.
 def test_r2n2_import_reads_pixels_voxels_cameras_and_reports_broken(replica, tmp_path):
   dataset_dir, report = shapenet.build_shapenet(
       replica["render"], replica["vox"], tmp_path / "data", classes=["aeroplane", "03001627"],

@@ -42,12 +42,15 @@ def _reference_residual(p, h):
 REFERENCES = {"simple": _reference_simple, "residual": _reference_residual}
 
 
-@pytest.mark.parametrize("impl", ["xla", "depth2d"])
-@pytest.mark.parametrize("name", ["simple", "residual"])
+# Two of the four pairs in the fast tier: test_layers_conv3d checks xla against depth2d per layer.
+@pytest.mark.parametrize("name,impl", [
+    ("simple", "xla"), ("residual", "depth2d"),
+    pytest.param("simple", "depth2d", marks=pytest.mark.slow),
+    pytest.param("residual", "xla", marks=pytest.mark.slow)])
 def test_decoder_equals_unpool_then_conv(name, impl):
   h = jax.random.normal(jax.random.key(0), (1, 4, 4, 4, FILTERS[0]))
   decoder = DECODERS[name](filters=FILTERS, conv3d_impl=impl)
-  params = decoder.init(jax.random.key(1), h)["params"]
+  params = jax.jit(decoder.init)(jax.random.key(1), h)["params"]
   cot = jax.random.normal(jax.random.key(2), (1, 32, 32, 32, 2))
 
   def fast(p, x):

@@ -1,5 +1,7 @@
 """The R2N2 model: the paper's parameter counts and view-mask invariance."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,10 +9,16 @@ import numpy as np
 import pytest
 
 from data_prep import records
+from r2n2_jax import config_lib
 from r2n2_jax import input_pipeline
 from r2n2_jax import metrics
+from r2n2_jax.models import R2N2
 from r2n2_jax.models import build_model
 from r2n2_jax.models.encoders import ENCODERS
+
+# A narrow model: the paper's structure (standardisation, masked scan, shortcuts) at a fraction of
+# its work, for the fast tier; the paper's widths run in the slow tier.
+NARROW = 0.125
 
 
 def _model_config(encoder="simple", decoder="simple", cell="gru", kernel_size=3):
@@ -36,11 +44,32 @@ def test_parameter_counts_match_the_paper_networks(encoder, cell, kernel_size, e
   assert _num_params(_model_config(encoder, encoder, cell, kernel_size)) == expected
 
 
-@pytest.mark.parametrize("encoder,cell,kernel_size", [
-    ("simple", "gru", 3), ("residual", "lstm", 1)])
-def test_masked_views_change_nothing_with_mixed_view_counts(encoder, cell, kernel_size):
+@pytest.mark.parametrize("encoder,expected", [("simple", 505_302), ("residual", 564_330)])
+def test_width_scales_every_layer_but_the_two_classes(encoder, expected):
+  """`model.width` multiplies each layer's channels; the structure (shortcuts included) stays."""
+  config = _model_config(encoder, encoder)
+  config.width = NARROW
+  assert _num_params(config) == expected
+  model = build_model(config)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, 127, 127, 3)),
+                          jnp.ones((1, 1), bool))["params"]
+  paper = jax.eval_shape(build_model(_model_config(encoder, encoder)).init, jax.random.key(0),
+                         jnp.zeros((1, 1, 127, 127, 3)), jnp.ones((1, 1), bool))["params"]
+  assert jax.tree.structure(params) == jax.tree.structure(paper)
+  # (3 gates, 4^3 cells x 16 channels, 128 features) instead of (3, 4^3 x 128, 1024).
+  assert params["recurrent"]["input_projection"]["kernel"].shape == (3, 1024, 128)
+  assert params["decoder"]["conv5"]["kernel"].shape[-1] == 2
+  config.width = 0.0
+  with pytest.raises(ValueError, match="config.model.width=0.0"):
+    config_lib.validate_model(ml_collections.ConfigDict({"model": config}))
+
+
+@pytest.mark.parametrize("encoder,cell,kernel_size,width", [
+    ("simple", "gru", 3, NARROW), ("residual", "lstm", 1, NARROW),
+    pytest.param("simple", "gru", 3, 1.0, marks=pytest.mark.slow, id="paper-width")])
+def test_masked_views_change_nothing_with_mixed_view_counts(encoder, cell, kernel_size, width):
   """A batch with 1 and 3 real views (padding of different content) equals each example alone."""
-  model = build_model(_model_config(encoder, encoder, cell, kernel_size))
+  model = R2N2(encoder, encoder, cell, kernel_size, width=width)
   rng = np.random.default_rng(0)
   views = jnp.asarray(rng.random((2, 3, 127, 127, 3), np.float32))
   mask = jnp.array([[True, False, False], [True, True, True]])
@@ -64,17 +93,16 @@ def test_masked_views_change_nothing_with_mixed_view_counts(encoder, cell, kerne
 
 def test_encoder_sees_standardised_views():
   """The encoder inside the model gets (views - input_mean) / input_std, per channel."""
-  config = _model_config()
-  config.input_mean = (0.9, 0.8, 0.7)
-  config.input_std = (0.1, 0.2, 0.4)
-  model = build_model(config)
+  model = R2N2(input_mean=(0.9, 0.8, 0.7), input_std=(0.1, 0.2, 0.4), width=NARROW)
   views = jnp.asarray(np.random.default_rng(0).random((1, 2, 127, 127, 3)), jnp.float32)
   mask = jnp.ones((1, 2), bool)
-  variables = model.init(jax.random.key(0), views, mask)
-  _, state = model.apply(variables, views, mask, mutable=["intermediates"],
-                         capture_intermediates=lambda m, _: m.name == "encoder")
+  variables = jax.jit(model.init)(jax.random.key(0), views, mask)
+  _, state = jax.jit(functools.partial(
+      model.apply, mutable=["intermediates"],
+      capture_intermediates=lambda m, _: m.name == "encoder"))(variables, views, mask)
   inside = state["intermediates"]["encoder"]["__call__"][0]
-  encoder = lambda x: ENCODERS["simple"]().apply({"params": variables["params"]["encoder"]}, x)
+  narrow_encoder = ENCODERS["simple"]((12, 16, 32, 32, 32, 32), 128)  # The paper's / 8.
+  encoder = jax.jit(lambda x: narrow_encoder.apply({"params": variables["params"]["encoder"]}, x))
   standardised = (views[0] - jnp.asarray([0.9, 0.8, 0.7])) / jnp.asarray([0.1, 0.2, 0.4])
   np.testing.assert_allclose(inside, encoder(standardised), rtol=1e-5, atol=1e-5)
   assert not np.allclose(inside, encoder(views[0]), atol=1e-3)
