@@ -21,7 +21,8 @@ _LIGHT_INTENSITY = 3.0
 # OffscreenRenderers of this process by size, created once (~100 ms each) and never deleted:
 # pyrender's EGL `delete()` (also run by its __del__) calls eglTerminate on the process-wide
 # display, after which every other renderer of the process fails (GLError 12296 at
-# eglMakeCurrent, tests/data_prep/test_render_voxelize.py). r2n2_jax.visualize uses these too.
+# eglMakeCurrent, tests/data_prep/test_render_voxelize.py). r2n2_jax.visualize renders with these
+# too, so the process has one set of renderers.
 _renderers = {}
 
 

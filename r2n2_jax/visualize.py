@@ -6,12 +6,11 @@ are matplotlib `Figure`s saved straight to PNG, without pyplot or a process-wide
 so nothing needs a display and importing this module changes nothing in the process.
 """
 
-import functools
-
 from matplotlib.figure import Figure
 import numpy as np
 import trimesh
 
+from data_prep import render
 from r2n2_jax import metrics
 from r2n2_jax import process_setup
 
@@ -52,11 +51,6 @@ def _pyrender():
   return pyrender
 
 
-@functools.cache  # Never evicted: deleting a pyrender renderer (also by garbage collection)
-def _renderer(size):  # terminates the process's EGL display under every other renderer, those of
-  return _pyrender().OffscreenRenderer(size, size)  # data_prep.render too (see there).
-
-
 def render_voxels(voxels, size=RENDER_SIZE, azimuth=35.0, elevation=25.0):
   """Renders a (R, R, R) bool grid as flat-shaded cubes -> (size, size, 3) uint8 image."""
   pyrender = _pyrender()
@@ -69,7 +63,7 @@ def render_voxels(voxels, size=RENDER_SIZE, azimuth=35.0, elevation=25.0):
   pose = _look_at(azimuth, elevation, 2.2)
   scene.add(pyrender.PerspectiveCamera(yfov=np.radians(40.0)), pose=pose)
   scene.add(pyrender.DirectionalLight(intensity=3.0), pose=_look_at(azimuth - 40, 50.0, 1.0))
-  colour, _ = _renderer(size).render(scene)
+  colour, _ = render.renderer(size).render(scene)  # The process's renderers, never deleted.
   return np.asarray(colour[..., :3], np.uint8)
 
 
