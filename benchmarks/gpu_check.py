@@ -70,7 +70,7 @@ def run_step_case(case):
 
   config = common.load_config(os.path.join(_ROOT, "configs", case["model"] + ".py"))
   config.model.dtype = case["dtype"]
-  config.model.width = case.get("width", 1.0)
+  config.model.width = case["width"]
   b, v = case["batch"], case["views"]
   host = common.jax_batch(b, v)
   rng = np.random.default_rng(1)  # Pipeline form: RGBA crops and their backgrounds.
@@ -264,7 +264,7 @@ def markdown(report):
   for r in report["steps"] + report["torch"]:
     name = f"{'torch ' if 'torch' in r or r.get('kind') == 'torch' else ''}{r['model']} " \
            f"{r['dtype']} B{r['batch']}/V{r['views']}" + \
-           (f" width {r['width']:g}" if r.get("width", 1.0) != 1.0 else "")
+           (f" width {r['width']:g}" if r["width"] != 1.0 else "")
     if "skipped" in r:
       lines.append(f"| {name} | skipped: {r['skipped'][:120]} |||||||")
       continue

@@ -29,6 +29,7 @@ from r2n2_jax import config_lib
 from r2n2_jax import orbax_noise
 from r2n2_jax import workdir_lock
 from r2n2_jax.models import build_model
+from r2n2_jax.models import model_width
 
 CONFIG_FILE = "config.json"
 CHECKSUM_FILE = "checksums.json"
@@ -91,7 +92,7 @@ def model_differences(stored, config):
   old = json.loads(ml_collections.ConfigDict(stored).to_json_best_effort()).get("model", {})
   new = json.loads(config.to_json_best_effort()).get("model", {})
   for model in (old, new):  # config.json files written before `width` existed are width 1.
-    model.setdefault("width", 1.0)
+    model["width"] = model_width(model)
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
           if k not in COMPUTE_ONLY_FIELDS and old.get(k) != new.get(k)]
 

@@ -18,6 +18,8 @@ import re
 import jax
 import numpy as np
 
+from r2n2_jax.models import model_width
+
 # Original network -> our config module (configs/<name>.py).
 CONFIGS = {"ResidualGRUNet": "residual_gru_k3", "GRUNet": "simple_gru_k3"}
 GATES = (("t_x_s_update", "update"), ("t_x_s_reset", "reset"), ("t_x_rs", "candidate"))
@@ -99,7 +101,7 @@ def layout(network):
 def network_of(model_config):
   """The original network a model config is, or ValueError."""
   key = (model_config.encoder, model_config.decoder, model_config.cell, int(model_config.kernel_size))
-  width = float(model_config.get("width", 1.0))
+  width = model_width(model_config)
   if width != 1.0:
     raise ValueError(f"model width {width:g} has no original counterpart; the original networks "
                      "have width 1")

@@ -15,6 +15,7 @@ import sys
 from r2n2_jax import evaluate
 from r2n2_jax import metrics
 from r2n2_jax import visualize
+from r2n2_jax.models import model_width
 
 TABLE_VIEWS = 5  # The paper's Table 1 compares the variants at 5 views.
 HEADER = ("| Run | Encoder / decoder | Cell | Kernel | Views | Train loss | Test loss | Train IoU "
@@ -41,7 +42,7 @@ def _row(workdir, test, train, views):
   n = _views(test, views)
   fmt = lambda results, key: "–" if results is None or n not in results[key] else \
       f"{results[key][n]:.3f}"
-  width = float(model.get("width", 1.0))  # Not the paper's network unless 1: said in the row.
+  width = model_width(model)  # Not the paper's network unless 1: said in the row.
   network = f"{model['encoder']} / {model['decoder']}" + (f" (width {width:g})" if width != 1 else "")
   return (f"| {os.path.basename(os.path.normpath(workdir))} | {network} | "
           f"{model['cell'].upper()} | {model['kernel_size']} | {n} | "

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import default
 from r2n2_jax import input_pipeline
 from r2n2_jax import checkpoints
 from r2n2_jax import train
@@ -17,10 +18,10 @@ from r2n2_jax import train_state
 
 
 def _narrow(tiny_config):
-  """The tiny config at width 1/8: what these tests check does not depend on the width (the
-  paper's widths train in tests/test_launch.py)."""
+  """The tiny config with the `narrow` variant: what these tests check does not depend on the
+  width (the paper's widths train in test_import_weights' fine-tuning test)."""
   config = tiny_config.copy_and_resolve_references()
-  config.model.width = 0.125
+  default.apply_variant(config, "narrow")
   return config
 
 
